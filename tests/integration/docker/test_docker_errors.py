@@ -1,0 +1,90 @@
+"""Bad input fails early with a message naming the variable, and leaves the host as it was.
+
+Runs the role through ansible-playbook against the converged molecule hosts, after verify's
+other checks; every case here must leave no trace on the host (asserted by checksums).
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import testinfra.utils.ansible_runner
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
+PLAYBOOK = Path(__file__).parent / "playbooks" / "role.yml"
+WATCHED = ["/etc/docker/daemon.json", "/etc/apt/sources.list.d/docker.sources"]
+
+
+def run_role(host, extra_vars):
+    cmd = ["ansible-playbook", "-i", INVENTORY, "--limit", host.backend.get_hostname(),
+           "-e", json.dumps(extra_vars), str(PLAYBOOK)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def fingerprint(host):
+    return {p: host.run(f"sha256sum {p} 2>/dev/null").stdout for p in WATCHED}
+
+
+def assert_fails_cleanly(host, extra_vars, *expected):
+    before = fingerprint(host)
+    res = run_role(host, extra_vars)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    for text in expected:
+        assert text in out, out
+    assert "Traceback" not in out
+    assert fingerprint(host) == before
+    assert host.service("docker").is_running
+
+
+def test_unknown_install_source(host):
+    assert_fails_cleanly(host, {"docker_install_source": "snap"},
+                         "docker_install_source", "snap", "docker_repo, distro")
+
+
+def test_log_options_must_be_strings(host):
+    assert_fails_cleanly(host, {"docker_log_options": {"max-size": "10m", "max-file": 3}},
+                         "docker_log_options", "max-file", "only string values")
+
+
+def test_daemon_options_must_be_a_mapping(host):
+    assert_fails_cleanly(host, {"docker_daemon_options": ["live-restore"]}, "docker_daemon_options")
+
+
+def test_unsupported_os(host):
+    assert_fails_cleanly(host, {"_docker_supported": {"Ubuntu": ["24.04"]}},
+                         "unsupported operating system Debian")
+
+
+def test_missing_docker_user(host):
+    assert_fails_cleanly(host, {"docker_users": ["nosuchuser"]}, "docker_users", "nosuchuser")
+
+
+def test_unreachable_repo_restores_the_source(host):
+    if host.ansible.get_variables().get("docker_install_source") != "docker_repo":
+        pytest.skip("Docker's repo is exercised on the Debian 12 host")
+    url = "http://comfyops-rig-repo/no-such-repo"
+    assert_fails_cleanly(host, {"docker_repo_url": url, "docker_repo_key_url": "http://comfyops-rig-repo/docker/gpg"},
+                         "Docker's apt repository is not usable", url)
+    host.run_expect([0], "apt-get update -qq")
+
+
+def test_invalid_daemon_option_is_not_written(host):
+    if "--validate" not in host.run("dockerd --help").stdout:
+        pytest.skip("this dockerd cannot validate options (Debian 12's 20.10): only JSON is checked there")
+    assert_fails_cleanly(host, {"docker_daemon_options": {"no-such-daemon-option": True}},
+                         "no-such-daemon-option")
+    assert "no-such-daemon-option" not in host.file("/etc/docker/daemon.json").content_string
+
+
+def test_daemon_json_that_is_not_json_is_refused(host):
+    original = host.file("/etc/docker/daemon.json").content_string
+    host.run_expect([0], "cp /etc/docker/daemon.json /root/daemon.json.keep && printf '{broken' > /etc/docker/daemon.json")
+    try:
+        assert_fails_cleanly(host, {}, "is not a JSON object", "left it untouched")
+        assert host.file("/etc/docker/daemon.json").content_string == "{broken"
+    finally:
+        host.run_expect([0], "cp /root/daemon.json.keep /etc/docker/daemon.json")
+    assert host.file("/etc/docker/daemon.json").content_string == original
