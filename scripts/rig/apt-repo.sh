@@ -23,13 +23,16 @@ for suite in "$@"; do
   for arch in amd64 arm64; do
     d="$repo/dists/$suite/$component/binary-$arch"
     mkdir -p "$d"
+    # --arch selects by file name (*_ARCH.deb, *_all.deb), as dpkg-deb --build DIR names them.
     (cd "$repo" && dpkg-scanpackages --multiversion --arch "$arch" pool /dev/null 2>/dev/null) >"$d/Packages"
+    [ -s "$d/Packages" ] || [ "$arch" != amd64 ] || { log "no packages for $arch in $debs"; exit 1; }
     gzip -9kf "$d/Packages"
   done
   (cd "$repo/dists/$suite" && apt-ftparchive \
     -o APT::FTPArchive::Release::Suite="$suite" -o APT::FTPArchive::Release::Codename="$suite" \
     -o APT::FTPArchive::Release::Components="$component" -o APT::FTPArchive::Release::Architectures="amd64 arm64" \
-    -o APT::FTPArchive::Release::Origin="comfyops-rig" release . >Release)
+    -o APT::FTPArchive::Release::Origin="comfyops-rig" release . >../Release.tmp) # outside: it would list itself
+  mv "$repo/dists/Release.tmp" "$repo/dists/$suite/Release"
   gpg --batch --yes --clearsign -o "$repo/dists/$suite/InRelease" "$repo/dists/$suite/Release"
   gpg --batch --yes -abs -o "$repo/dists/$suite/Release.gpg" "$repo/dists/$suite/Release"
 done

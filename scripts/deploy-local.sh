@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Deploy the collection into a disposable local systemd host (a container made by the test rig) and
+# print what it deployed.   scripts/deploy-local.sh [--destroy] [extra ansible-playbook args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_HOME="$PWD/.ansible"
+
+if [ "${1:-}" = "--destroy" ]; then
+  ansible-playbook -i inventories/local scripts/rig/local-host.yml -e rig_state=absent
+  echo "removed the disposable host comfyops-local"
+  exit 0
+fi
+ansible-playbook -i inventories/local scripts/rig/local-host.yml
+ansible-playbook -i inventories/local molecule/resources/prepare.yml
+ansible-playbook -i inventories/local playbooks/site.yml "$@"
+ansible-playbook -i inventories/local playbooks/status.yml
