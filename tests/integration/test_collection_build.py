@@ -17,13 +17,21 @@ def run(cmd, cwd, env=None):
     return res.stdout
 
 
+def clean_env(tmp, dest):
+    """Only the fresh install is visible: not the repo's own collection link, nor ~/.ansible."""
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(dest), ANSIBLE_HOME=str(tmp / "home"), ANSIBLE_CONFIG="")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("galaxy")
-    run([BIN / "ansible-galaxy", "collection", "build", "--output-path", str(tmp), str(ROOT)], cwd=tmp)
-    tarball = next(tmp.glob("comfyops-comfyui-*.tar.gz"))
     dest = tmp / "collections"
-    run([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", str(dest), str(tarball)], cwd=tmp)
+    env = clean_env(tmp, dest)
+    run([BIN / "ansible-galaxy", "collection", "build", "--output-path", str(tmp), str(ROOT)], cwd=tmp, env=env)
+    tarball = next(tmp.glob("comfyops-comfyui-*.tar.gz"))
+    out = run([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", str(dest), str(tarball)],
+              cwd=tmp, env=env)
+    assert "installed successfully" in out, out
     return tarball, dest
 
 
@@ -42,7 +50,7 @@ def test_installed_role_is_usable(installed, tmp_path):
     playbook = tmp_path / "play.yml"
     playbook.write_text(
         "- hosts: localhost\n  gather_facts: false\n  roles:\n    - comfyops.comfyui.docker\n")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(dest), ANSIBLE_HOME=str(tmp_path / "home"))
+    env = clean_env(tmp_path, dest)
     out = run([BIN / "ansible-playbook", "--list-tasks", str(playbook)], cwd=tmp_path, env=env)
     assert "comfyops.comfyui.docker : Write daemon.json" in out
     # The argument spec travels with the role: bad input is refused from the installed copy too.
