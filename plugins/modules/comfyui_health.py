@@ -93,16 +93,7 @@ options:
 extends_documentation_fragment:
   - comfyops.comfyui.comfyui_http
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  idempotent:
-    description: Running it again with the same input against an unchanged system gives the same result.
-    support: full
-  platform:
-    platforms: posix
+  - comfyops.comfyui.read_only
 notes:
   - ComfyUI has no authentication of its own. O(headers), O(url_username) and O(url_password) are for a reverse
     proxy in front of it.

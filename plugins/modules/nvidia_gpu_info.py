@@ -34,16 +34,7 @@ options:
     default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  idempotent:
-    description: Running it again with the same input against an unchanged system gives the same result.
-    support: full
-  platform:
-    platforms: posix
+  - comfyops.comfyui.read_only
 notes:
   - On a MIG-enabled GPU the physical GPU is listed, with RV(gpus[].mig_mode=Enabled); MIG instances are not listed.
   - Values that nvidia-smi reports as C([N/A]) or C([Not Supported]) are returned as null.

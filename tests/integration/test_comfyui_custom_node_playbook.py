@@ -16,23 +16,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "custom_node"))
-from rig import GPU0, IMPORT_ERROR, LTX_CLASSES, Rig  # noqa: E402
+from rig import GPU0, IMPORT_ERROR, LTX_CLASSES, Rig, rig, shared_rig  # noqa: E402,F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(__file__).resolve().parent / "custom_node" / "custom_node.yml"
-
-
-@pytest.fixture(scope="module")
-def shared_rig(tmp_path_factory):
-    rig = Rig(tmp_path_factory.mktemp("custom-node-playbook"))
-    yield rig
-    rig.docker.stop_all()
-
-
-@pytest.fixture
-def rig(shared_rig):
-    shared_rig.reset()
-    return shared_rig
 
 
 def playbook(tmp_path, args, check=False, diff=False, callback="ansible.posix.json"):

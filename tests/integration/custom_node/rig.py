@@ -10,6 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from emulator_helpers import free_port, http_request, prepare_tree
 from fake_docker import FakeDocker
 from repos import PackRepo, RecordingGit, git
@@ -91,3 +93,18 @@ def run(argv):
     """The run() the module's helpers take, for calling them outside a module."""
     proc = subprocess.run(argv, capture_output=True, text=True)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def shared_rig(tmp_path_factory):
+    """One emulator per test module (starting it is the slow part)."""
+    shared = Rig(tmp_path_factory.mktemp("custom-node"))
+    yield shared
+    shared.docker.stop_all()
+
+
+@pytest.fixture
+def rig(shared_rig):
+    """The shared rig, reset to a clean custom_nodes dir and a running emulator."""
+    shared_rig.reset()
+    return shared_rig

@@ -181,3 +181,32 @@ def run_module(monkeypatch):
         return exc.value.failed, exc.value.result
 
     return run
+
+
+def _argument_spec_of(module):
+    """The argument_spec main() passes to AnsibleModule, captured without running the module."""
+    mod = __import__("ansible_collections.comfyops.comfyui.plugins.modules." + module, fromlist=["main"])
+    captured = {}
+
+    class Stop(Exception):
+        pass
+
+    class Capture:
+        def __init__(self, argument_spec, **kwargs):
+            captured.update(argument_spec)
+            raise Stop()
+
+    original = mod.AnsibleModule
+    mod.AnsibleModule = Capture
+    try:
+        with pytest.raises(Stop):
+            mod.main()
+    finally:
+        mod.AnsibleModule = original
+    return captured
+
+
+@pytest.fixture
+def argument_spec_of():
+    """The argument_spec a module's main() passes to AnsibleModule (for docs-vs-spec tests)."""
+    return _argument_spec_of

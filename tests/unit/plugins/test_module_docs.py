@@ -51,33 +51,10 @@ def test_attributes_and_examples(docs, module):
     assert doc["return"]
 
 
-def _spec_of(module):
-    """The argument_spec main() passes to AnsibleModule, captured without running the module."""
-    mod = __import__("ansible_collections.comfyops.comfyui.plugins.modules." + module, fromlist=["main"])
-    captured = {}
-
-    class Stop(Exception):
-        pass
-
-    class Capture:
-        def __init__(self, argument_spec, **kwargs):
-            captured.update(argument_spec)
-            raise Stop()
-
-    original = mod.AnsibleModule
-    mod.AnsibleModule = Capture
-    try:
-        with pytest.raises(Stop):
-            mod.main()
-    finally:
-        mod.AnsibleModule = original
-    return captured
-
-
 @pytest.mark.parametrize("module", MODULES)
-def test_documented_options_match_argument_spec(docs, module):
+def test_documented_options_match_argument_spec(docs, module, argument_spec_of):
     options = docs["comfyops.comfyui." + module]["doc"]["options"]
-    spec = _spec_of(module)
+    spec = argument_spec_of(module)
     assert sorted(options) == sorted(spec)
     for name, s in spec.items():
         opt = options[name]

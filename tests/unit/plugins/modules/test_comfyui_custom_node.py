@@ -22,20 +22,7 @@ from emulator_helpers import http_request, free_port as pick_port
 TESTS = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(TESTS / "integration" / "custom_node"))
 from repos import PackRepo, probe_pack_source  # noqa: E402
-from rig import GPU0, IMAGE_A, IMPORT_ERROR, LTX_CLASSES, Rig, run  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def shared_rig(tmp_path_factory):
-    rig = Rig(tmp_path_factory.mktemp("custom-node"))
-    yield rig
-    rig.docker.stop_all()
-
-
-@pytest.fixture
-def rig(shared_rig):
-    shared_rig.reset()
-    return shared_rig
+from rig import GPU0, IMAGE_A, IMPORT_ERROR, LTX_CLASSES, Rig, run, rig, shared_rig  # noqa: E402,F401 (fixtures)
 
 
 @pytest.fixture
@@ -517,29 +504,13 @@ def test_state_dir_on_another_file_system_is_refused(module, tmp_path):
     assert failed and "are on different file systems; the swap needs a rename" in result["msg"]
 
 
-def test_documentation_matches_the_argument_spec():
+def test_documentation_matches_the_argument_spec(argument_spec_of):
     import yaml
 
     from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api import comfyui_http_argument_spec
 
     doc = yaml.safe_load(comfyui_custom_node.DOCUMENTATION)
-    captured = {}
-
-    class Stop(Exception):
-        pass
-
-    class Capture:
-        def __init__(self, argument_spec, **kwargs):
-            captured.update(argument_spec)
-            raise Stop()
-
-    original = comfyui_custom_node.AnsibleModule
-    comfyui_custom_node.AnsibleModule = Capture
-    try:
-        with pytest.raises(Stop):
-            comfyui_custom_node.main()
-    finally:
-        comfyui_custom_node.AnsibleModule = original
+    captured = argument_spec_of("comfyui_custom_node")
     http = comfyui_http_argument_spec()
     assert sorted(doc["options"]) == sorted(set(captured) - set(http))
 
