@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Deploy the collection into a disposable local systemd host (a container made by the test rig) and
-# print what it deployed.   scripts/deploy-local.sh [--destroy] [extra ansible-playbook args]
+# Deploy the collection (Docker + ComfyUI with the LTX-2 nodes) into a disposable local systemd host (a
+# container made by the test rig) and print what it deployed: endpoints, versions, node packs, health.
+#   scripts/deploy-local.sh [--destroy] [extra ansible-playbook args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -13,5 +14,6 @@ if [ "${1:-}" = "--destroy" ]; then
 fi
 ansible-playbook -i inventories/local scripts/rig/local-host.yml
 ansible-playbook -i inventories/local molecule/resources/prepare.yml
+ansible-playbook -i inventories/local molecule/resources/prepare_comfyui_host.yml
 ansible-playbook -i inventories/local playbooks/site.yml "$@"
 ansible-playbook -i inventories/local playbooks/status.yml

@@ -1,0 +1,168 @@
+"""Verify the comfyui role on the molecule host (testinfra, run by `molecule verify`).
+
+The later tests change the deployment (pack upgrade, broken pack, removal) through ansible-playbook
+runs of the scenario's converge playbook, in file order, and each ends with the host converged again.
+"""
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import testinfra.utils.ansible_runner
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
+CONVERGE = Path(__file__).resolve().parents[3] / "molecule" / "comfyui" / "converge.yml"
+INSTANCES = {"comfyui-cpu0": 8188, "comfyui-cpu1": 8189}
+LTX_CLASSES = ["LTXVBaseSampler", "LTXVGemmaCLIPModelLoader", "LTXFloatToInt", "Set VAE Decoder Noise"]
+DATA = "/srv/comfyui"
+
+
+def get_json(host, port, path):
+    return json.loads(host.check_output(f"curl -fsS http://127.0.0.1:{port}{path}"))
+
+
+def converge(host, extra_vars=None):
+    cmd = ["ansible-playbook", "-i", INVENTORY, "--limit", host.backend.get_hostname(), str(CONVERGE)]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return res.returncode, res.stdout + res.stderr
+
+
+def ltx_commits(host):
+    return json.loads(host.file("/srv/git/commits.json").content_string)["ltxvideo"]
+
+
+def started_at(host, name):
+    return host.check_output(f"docker inspect -f '{{{{.State.StartedAt}}}}' {name}")
+
+
+def restarts_since(host, name, since):
+    out = host.check_output(
+        f"docker events --since {since} --until $(date +%s) --filter container={name} --filter event=restart "
+        "--format '{{.Action}}'")
+    return len(out.split())
+
+
+@pytest.mark.parametrize("name", INSTANCES)
+def test_container_healthy(host, name):
+    assert host.check_output(f"docker inspect -f '{{{{.State.Health.Status}}}}' {name}") == "healthy"
+
+
+def test_ports_bound_to_loopback_only(host):
+    listening = host.check_output("ss -Htln").splitlines()
+    for port in INSTANCES.values():
+        bound = [line.split()[3] for line in listening if line.split()[3].endswith(f":{port}")]
+        assert bound == [f"127.0.0.1:{port}"], bound
+
+
+def test_data_dirs_and_mounts(host):
+    for sub in ["models/checkpoints", "custom_nodes", "input", "output", "python"]:
+        assert host.file(f"{DATA}/{sub}").is_directory, sub
+    for name in INSTANCES:
+        mounts = json.loads(host.check_output(f"docker inspect -f '{{{{json .Mounts}}}}' {name}"))
+        by_dest = {m["Destination"]: m["Source"] for m in mounts}
+        assert by_dest["/opt/comfyui/models"] == f"{DATA}/models"
+        assert by_dest["/opt/comfyui/custom_nodes"] == f"{DATA}/custom_nodes"
+        assert by_dest["/opt/comfyui/user"] == f"{DATA}/instances/{name}/user"  # per-instance user dir + DB
+
+
+def test_per_instance_database(host):
+    for name in INSTANCES:
+        argv = get_json(host, INSTANCES[name], "/system_stats")["system"]["argv"]
+        assert f"sqlite:////opt/comfyui/user/comfyui.db" in argv
+        assert "--cpu" in argv and "--enable-manager" in argv
+
+
+@pytest.mark.parametrize("name", INSTANCES)
+def test_ltxvideo_and_probe_classes_loaded(host, name):
+    info = get_json(host, INSTANCES[name], "/object_info")
+    for cls in LTX_CLASSES + ["AnsibleProbeNode"]:
+        assert cls in info, cls
+    assert info["LTXFloatToInt"]["python_module"] == "custom_nodes.ComfyUI-LTXVideo"
+
+
+def test_manager_v4_enabled(host):
+    # Manager v4 adds routes, not node classes: its version endpoint answers when --enable-manager works.
+    host.run_expect([0], "curl -fsS http://127.0.0.1:8188/api/v2/manager/version")
+
+
+def test_comfyui_version_is_the_pinned_release(host):
+    assert get_json(host, 8188, "/system_stats")["system"]["comfyui_version"] == "0.28.0"
+
+
+def test_fact_file(host):
+    f = host.file("/etc/ansible/facts.d/comfyops.fact")
+    assert f.mode == 0o644
+    state = json.loads(f.content_string)["comfyui"]
+    assert [i["name"] for i in state["instances"]] == list(INSTANCES)
+    assert [i["url"] for i in state["instances"]] == [f"http://127.0.0.1:{p}" for p in INSTANCES.values()]
+    assert state["internal_url"] == "http://comfyui:8188"
+    assert state["comfyui_version"] == "0.28.0"
+    assert state["image"].startswith("comfyops/comfyui:")
+    packs = {p["name"]: p for p in state["node_packs"]}
+    assert packs["ComfyUI-LTXVideo"]["after"] == ltx_commits(host)[0]
+    assert "ansible_probe_nodes" in packs
+    assert "changed_at" in state
+
+
+def test_internal_network_alias(host):
+    for target in ["comfyui", "comfyui-cpu0", "comfyui-cpu1"]:
+        out = host.check_output(
+            "docker run --rm --network comfyui comfyops-rig/python:trixie python3 -c "
+            f"\"import urllib.request; print(urllib.request.urlopen('http://{target}:8188/system_stats').status)\"")
+        assert out.strip() == "200", target
+
+
+def test_idempotence_restarted_nothing(host):
+    recorded = dict(line.split() for line in host.file("/root/started_at.txt").content_string.splitlines())
+    for name in INSTANCES:
+        assert recorded["/" + name] == started_at(host, name), name
+
+
+def test_node_requirements_survive_recreation(host):
+    check = "docker exec comfyui-cpu0 python3 -c 'import comfyops_probe_dep; print(comfyops_probe_dep.VERSION)'"
+    assert host.check_output(check) == "1.0.0"
+    host.run_expect([0], "cd /opt/comfyops/comfyui && docker compose down && docker compose up -d --wait")
+    assert host.check_output(check) == "1.0.0"
+    assert host.file(f"{DATA}/python").is_directory
+
+
+def test_pack_upgrade_restarts_once(host):
+    since = host.check_output("date +%s")
+    rc, out = converge(host, {"comfyui_ltxvideo_version": ltx_commits(host)[1]})
+    assert rc == 0, out
+    for name in INSTANCES:
+        assert restarts_since(host, name, since) == 1, name
+    assert host.check_output(f"git -C {DATA}/custom_nodes/ComfyUI-LTXVideo rev-parse HEAD") == ltx_commits(host)[1]
+    assert "LTXFloatToInt" in get_json(host, 8188, "/object_info")
+    # Back to the first commit, so the scenario ends as converged.
+    rc, out = converge(host)
+    assert rc == 0, out
+
+
+def test_broken_pack_is_rolled_back(host):
+    # Its requirement does not exist; skipping pip makes the import failure itself the error.
+    broken = {"name": "broken_pack", "repo": "file:///srv/git/broken_pack", "version": "main",
+              "requirements": False, "expected_classes": ["BrokenPackNode"]}
+    probe = {"name": "ansible_probe_nodes", "repo": "file:///srv/git/ansible_probe_nodes", "version": "main",
+             "expected_classes": ["AnsibleProbeNode"]}
+    rc, out = converge(host, {"comfyui_custom_nodes": [probe, broken]})
+    assert rc != 0
+    # The failure names the pack, ComfyUI's import error, and says the previous set is serving again.
+    for text in ("broken_pack", "nonexistent_dependency_for_ansible_test", "rolled back"):
+        assert text in out, out
+    assert not host.file(f"{DATA}/custom_nodes/broken_pack").exists
+    info = get_json(host, 8188, "/object_info")
+    assert "LTXFloatToInt" in info and "AnsibleProbeNode" in info
+
+
+def test_absent_pack_is_removed(host):
+    probe = {"name": "ansible_probe_nodes", "repo": "file:///srv/git/ansible_probe_nodes", "state": "absent"}
+    rc, out = converge(host, {"comfyui_custom_nodes": [probe]})
+    assert rc == 0, out
+    assert not host.file(f"{DATA}/custom_nodes/ansible_probe_nodes").exists
+    assert "AnsibleProbeNode" not in get_json(host, 8188, "/object_info")
