@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build a signed apt repository from a directory of .deb files, laid out like the vendor's.
 #   apt-repo.sh NAME DEB_DIR COMPONENT SUITE...   ->  $RIG_CACHE/apt/NAME/{gpg,dists/SUITE/COMPONENT/...,pool/}
+#   apt-repo.sh NAME DEB_DIR --flat PATH          ->  $RIG_CACHE/apt/NAME/{gpg,PATH/ARCH/{*.deb,Packages,InRelease,...}}
+#     (a flat repository per architecture, as NVIDIA's: `deb [signed-by=...] URL/PATH/$(ARCH) /`)
 # All repos share one rig signing key (its public half is NAME/gpg, ASCII-armoured like Docker's).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -19,6 +21,24 @@ rm -rf "$repo"
 mkdir -p "$repo/pool"
 cp "$debs"/*.deb "$repo/pool/"
 gpg --batch --armor --export >"$repo/gpg"
+gpg --batch --with-colons --fingerprint 2>/dev/null | awk -F: '$1 == "fpr" {print $10; exit}' >"$repo/gpg.fingerprint"
+if [ "$component" = "--flat" ]; then
+  for arch in amd64 arm64; do
+    d="$repo/$1/$arch"
+    mkdir -p "$d"
+    cp "$repo"/pool/*_"$arch".deb "$repo"/pool/*_all.deb "$d/" 2>/dev/null || true
+    (cd "$d" && dpkg-scanpackages --multiversion . /dev/null 2>/dev/null) >"$d/Packages"
+    [ -s "$d/Packages" ] || [ "$arch" != amd64 ] || { log "no packages for $arch in $debs"; exit 1; }
+    gzip -9kf "$d/Packages"
+    (cd "$d" && apt-ftparchive -o APT::FTPArchive::Release::Origin="comfyops-rig" release . >../Release.tmp)
+    mv "$d/../Release.tmp" "$d/Release"
+    gpg --batch --yes --clearsign -o "$d/InRelease" "$d/Release"
+    gpg --batch --yes -abs -o "$d/Release.gpg" "$d/Release"
+  done
+  rm -rf "$repo/pool"
+  log "flat apt repo $name/$1: $(ls "$d" | grep -c '\.deb$') packages"
+  exit 0
+fi
 for suite in "$@"; do
   for arch in amd64 arm64; do
     d="$repo/dists/$suite/$component/binary-$arch"

@@ -10,5 +10,6 @@ command -v debootstrap >/dev/null && command -v apt-ftparchive >/dev/null && com
 "$here/base-images.sh" bookworm trixie
 "$here/test-images.sh"
 "$here/docker-repo.sh"
+"$here/nvidia-repo.sh"
 "$here/pypi.sh"
 "$here/serve.sh"
