@@ -8,12 +8,14 @@ Targets get no extra Python packages: everything goes through ansible.module_uti
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import ssl
 import threading
 import time
 import urllib.error
+import urllib.request
 from urllib.parse import quote, urlsplit
 
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
@@ -39,12 +41,14 @@ def comfyui_http_argument_spec():
 class ComfyUIError(Exception):
     """An HTTP exchange with ComfyUI that failed; status is None when no HTTP answer came back."""
 
-    def __init__(self, message, url=None, status=None, body=None):
+    def __init__(self, message, url=None, status=None, body=None, raw_body=None):
         super().__init__(message)
         self.message = message
         self.url = url
         self.status = status
         self.body = body
+        # the complete answer (bytes) for callers that parse error bodies, e.g. POST /prompt's node_errors
+        self.raw_body = raw_body
 
     @property
     def retryable(self):
@@ -128,10 +132,20 @@ def ssl_context(validate_certs=True, ca_path=None):
         return _CONTEXTS[key]
 
 
+_PLAIN_HTTP_CONTEXT = []
+
+
 def _plain_http_context():
     # Request.open builds a full context when given none; plain-HTTP clients skip that cost with a
     # context that trusts nothing, so an unexpected redirect to https fails closed instead of unverified.
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # Built once (~1 ms each).
+    with _CONTEXTS_LOCK:
+        if not _PLAIN_HTTP_CONTEXT:
+            _PLAIN_HTTP_CONTEXT.append(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+        return _PLAIN_HTTP_CONTEXT[0]
+
+
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class ComfyUIClient:
@@ -146,6 +160,16 @@ class ComfyUIClient:
         self.timeout = timeout
         if context is None:
             context = ssl_context(validate_certs, ca_path) if parts.scheme == "https" else _plain_http_context()
+        # Most requests go straight through http.client (a fraction of Request.open's cost, which rebuilds
+        # its opener every call and adds up over a probe's small requests); Request stays for what it
+        # does better: proxies from the environment and redirects.
+        self._direct = not (use_proxy and _proxied(parts))
+        self._context = context
+        self._headers = {"User-Agent": USER_AGENT}
+        self._headers.update(headers or {})
+        if url_username:
+            token = base64.b64encode(("%s:%s" % (url_username, url_password or "")).encode("utf-8"))
+            self._headers["Authorization"] = "Basic " + token.decode("ascii")
         # Ansible's Request installs its opener process-wide (urllib.request.install_opener), so concurrent
         # clients must not differ in opener settings: credentials therefore go in a header
         # (force_basic_auth), never in a per-opener auth handler, and callers share one context.
@@ -182,6 +206,10 @@ class ComfyUIClient:
     def request(self, method, path, data=None, headers=None, timeout=None):
         """Send one request and read the whole answer; any non-2xx or transport error is a ComfyUIError."""
         url = self.url(path)
+        if self._direct:
+            resp = self._send_direct(method, url, data, headers, timeout)
+            if resp is not None:
+                return resp
         try:
             resp = self._request.open(method, url, data=data, headers=headers or {},
                                       timeout=timeout or self.timeout)
@@ -192,12 +220,39 @@ class ComfyUIClient:
         except urllib.error.HTTPError as e:
             body = _read_error_body(e)
             raise ComfyUIError("%s %s: HTTP %s: %s" % (method, url, e.code, excerpt(body) or e.reason),
-                               url=url, status=e.code, body=excerpt(body))
+                               url=url, status=e.code, body=excerpt(body), raw_body=body)
         except urllib.error.URLError as e:
             raise ComfyUIError("%s %s: %s" % (method, url, e.reason), url=url)
         except (OSError, http.client.HTTPException, UrlsConnectionError) as e:
             # timeouts, resets, a server that closed the connection mid-answer
             raise ComfyUIError("%s %s: %s" % (method, url, str(e) or type(e).__name__), url=url)
+
+    def _send_direct(self, method, url, data, headers, timeout):
+        """One request over a fresh http.client connection; None when the answer is a redirect (Request follows it)."""
+        parts = urlsplit(url)
+        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout or self.timeout,
+                                               context=self._context)
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout or self.timeout)
+        all_headers = dict(self._headers, **(headers or {}))
+        all_headers["Connection"] = "close"
+        try:
+            conn.request(method, target, body=data, headers=all_headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            # refused (starting, restarting), timeouts, resets, a server that closed mid-answer
+            raise ComfyUIError("%s %s: %s" % (method, url, str(e) or type(e).__name__), url=url)
+        finally:
+            conn.close()
+        if resp.status in REDIRECTS:
+            return None
+        if resp.status >= 400:
+            raise ComfyUIError("%s %s: HTTP %s: %s" % (method, url, resp.status, excerpt(body) or resp.reason),
+                               url=url, status=resp.status, body=excerpt(body), raw_body=body)
+        return Response(url, resp.status, resp.headers, body)
 
     def get(self, path, timeout=None):
         return self.request("GET", path, timeout=timeout)
@@ -218,6 +273,12 @@ class ComfyUIClient:
 
     def models(self, folder, timeout=None):
         return self.get_json("/models/" + path_segment(folder), timeout=timeout)
+
+
+def _proxied(parts):
+    """True when the environment routes this URL through a proxy (http_proxy / no_proxy and friends)."""
+    proxies = urllib.request.getproxies()
+    return parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname)
 
 
 def _read_error_body(err):

@@ -387,17 +387,16 @@ class Prober:
 
         result["ready_after_s"] = round(attempt["start"] - started, 3)
         stats_ms = _ms(self.clock() - attempt["start"])
-        # /object_info is the expensive request (~0.2 s to build, ~1.5 MB): start it now and run the small
-        # checks while ComfyUI builds it, so the whole probe costs about one /object_info fetch.
-        with ThreadPoolExecutor(max_workers=1) as background:
-            object_info = background.submit(self._object_info, client) if self.spec["expected_classes"] else None
-            outcomes = dict(
-                ui=self._ui(client),
-                system_stats=self._system_stats(stats, stats_ms),
-                queue=self._queue(client),
-                models=self._models(client),
-            )
-            outcomes["object_info"] = object_info.result() if object_info else (dict(ok=True, skipped=True), {}, [])
+        # One request at a time, the small ones first: ComfyUI serves everything from one event loop that
+        # building /object_info (~0.2 s, ~1.5 MB) blocks, so running them alongside it gains nothing, and
+        # measured on the emulator (bench/health_latency.py) sequential was cheaper than threads.
+        outcomes = dict(
+            ui=self._ui(client),
+            system_stats=self._system_stats(stats, stats_ms),
+            queue=self._queue(client),
+            models=self._models(client),
+            object_info=self._object_info(client) if self.spec["expected_classes"] else (dict(ok=True, skipped=True), {}, []),
+        )
         # each check gives (its entry under checks, fields of the result it fills, problem lines)
         for check in CHECKS:
             outcome, fields, problems = outcomes[check]
@@ -506,6 +505,8 @@ def probe_instances(instances, spec, http_params, clock=time.monotonic, sleep=ti
                              http_params.get("ca_path"))
     clients = [(name, ComfyUIClient.from_params(http_params, url, context=context)) for name, url in instances]
     workers = max(1, min(spec["max_workers"], len(clients)))
+    if workers == 1:
+        return [prober.probe(*item) for item in clients]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda item: prober.probe(*item), clients))
 

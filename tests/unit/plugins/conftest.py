@@ -29,12 +29,13 @@ def reference_object_info():
 class Route:
     """One canned answer; status may be a list consumed one per request (e.g. 502, 502, 200)."""
 
-    def __init__(self, body=b"", status=200, content_type="application/json", delay=0.0, close=False):
+    def __init__(self, body=b"", status=200, content_type="application/json", delay=0.0, close=False, headers=None):
         self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.status = status
         self.content_type = content_type
         self.delay = delay
         self.close = close
+        self.headers = headers or {}
 
     def next_status(self):
         if isinstance(self.status, list):
@@ -88,6 +89,8 @@ class FakeComfyUI:
                 self.send_response(route.next_status())
                 self.send_header("Content-Type", route.content_type)
                 self.send_header("Content-Length", str(len(route.body)))
+                for name, value in route.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(route.body)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import json
 import ssl
 import threading
 import time
@@ -297,3 +298,28 @@ def test_wait_until_with_real_server_that_starts_late(comfy_factory, free_port):
     stats = wait_until(time.monotonic() + 10, lambda: client.get_json("/system_stats"), interval=0.1)
     assert stats["system"]["comfyui_version"] == "0.28.0"
     assert 0.3 < time.monotonic() - t0 < 5
+
+
+def test_redirect_is_followed(comfy):
+    # a proxy's /comfyui -> /comfyui/ style redirect: the direct path hands it to Request, which follows it
+    comfy.set("/moved", b"", status=301, headers={"Location": "/queue"})
+    assert ComfyUIClient(comfy.url).get_json("/moved") == json.loads(comfy.routes["/queue"].body)
+    assert [r["path"] for r in comfy.requests] == ["/moved", "/moved", "/queue"]
+
+
+def test_environment_proxy_is_honoured(comfy, monkeypatch):
+    # use_proxy (the default) with http_proxy set: requests go to the proxy, like open_url does
+    monkeypatch.setenv("http_proxy", comfy.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    # a proxy is asked for the absolute URL
+    comfy.set("http://comfyui.invalid:8188/queue", b'{"queue_running": [], "queue_pending": []}')
+    client = ComfyUIClient("http://comfyui.invalid:8188")
+    assert client.get_json("/queue") == {"queue_running": [], "queue_pending": []}
+    assert [r["path"] for r in comfy.requests] == ["http://comfyui.invalid:8188/queue"]
+
+
+def test_use_proxy_false_ignores_the_environment(comfy, monkeypatch):
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    client = ComfyUIClient(comfy.url, use_proxy=False)
+    assert client.get("/queue").status == 200

@@ -239,12 +239,13 @@ def test_max_workers_bounds_parallelism_and_all_get_probed(run_module, comfy_fac
     assert time.monotonic() - t0 >= 0.9
 
 
-def test_object_info_overlaps_the_small_checks(run_module, comfy):
-    comfy.set("/object_info", {"KSampler": {}}, delay=0.4)
-    comfy.set("/queue", (GPU / "queue.json").read_bytes(), delay=0.3)
-    failed, result = health(run_module, url=comfy.url, expected_classes=["KSampler"])
-    assert not failed
-    assert result["instances"][0]["latency_ms"] < 650, "sequential would be >= 700 ms"
+def test_a_healthy_probe_asks_each_endpoint_once_small_ones_first(run_module, comfy):
+    failed, result = health(run_module, url=comfy.url, expected_classes=["KSampler"],
+                            required_models={"checkpoints": ["x.safetensors"]})
+    assert failed and result["instances"][0]["missing_models"] == ["checkpoints/x.safetensors"]
+    paths = [r["path"] for r in comfy.requests]
+    # ComfyUI builds /object_info on its only event loop: the cheap requests go before it, none twice
+    assert paths == ["/system_stats", "/", "/queue", "/models/checkpoints", "/object_info"]
 
 
 def test_one_unhealthy_instance_among_several(run_module, comfy_factory, free_port):
