@@ -1,0 +1,100 @@
+"""Shared helpers of the nginx scenario's tests: host addresses, requests through the proxies, WebSockets."""
+import base64
+import json
+import os
+import random
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import testinfra
+
+TESTS = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(TESTS), str(TESTS / "contract")]
+
+from contract_support import transcript_messages  # noqa: E402,F401
+from emulator_helpers import WSClient  # noqa: E402
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+CONVERGE = TESTS.parent / "molecule" / "nginx" / "converge.yml"
+AUTH = ("artist", "correct horse battery staple")
+PROVIDED_CERT = "/etc/ssl/comfyops-test/proxy.crt"
+SELFSIGNED_CERT = "/etc/ssl/comfyops/selfsigned.crt"
+
+
+def host(name):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def address(name):
+    """The test host's address on the rig network (the controller reaches it directly)."""
+    return subprocess.check_output(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name], text=True).strip()
+
+
+def graph():
+    """A graph no instance has cached (a fresh colour), so every node runs and reports."""
+    return {"1": {"class_type": "EmptyImage",
+                  "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": random.randint(0, 0xFFFFFF)}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "nginx_test"}}}
+
+
+def finished(prompt_id):
+    return lambda m: m["type"] == "executing" and m["data"]["node"] is None and m["data"]["prompt_id"] == prompt_id
+
+
+def wait_history(session, base, prompt_id, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = session.get(f"{base}history/{prompt_id}", timeout=10).json().get(prompt_id)
+        if entry is not None:
+            return entry
+        time.sleep(0.1)
+    raise TimeoutError(prompt_id)
+
+
+def tls_ws(host_addr, port, path, auth=None, timeout=10):
+    """A WSClient over TLS (optionally with basic auth): the handshake here, the framing from emulator_helpers."""
+    raw = socket.create_connection((host_addr, port), timeout=timeout)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sock = context.wrap_socket(raw)
+    key = base64.b64encode(os.urandom(16)).decode()
+    extra = ""
+    if auth:
+        extra = "Authorization: Basic " + base64.b64encode(":".join(auth).encode()).decode() + "\r\n"
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host_addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
+    client = WSClient.__new__(WSClient)
+    client.sock, client._buffer = sock, b""
+    head = client._read_until(b"\r\n\r\n").decode("latin-1")
+    if not head.startswith("HTTP/1.1 101"):
+        sock.close()
+        raise ConnectionError(head)
+    return client
+
+
+def client_id():
+    return "nginx-test-" + uuid.uuid4().hex[:8]
+
+
+def converge(limit, extra_vars=None, timeout=900):
+    cmd = ["ansible-playbook", "-i", INVENTORY, "--limit", limit, str(CONVERGE)]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return res.returncode, res.stdout + res.stderr
+
+
+def nginx_pids(h):
+    """Master and worker PIDs (as in converge.yml's record): a reload replaces every worker, a restart the master too."""
+    return h.check_output("pgrep -f '^nginx: '").split()
+
+
+def nginx_master_and_workers(h):
+    return h.check_output("pgrep -f '^nginx: master'"), set(h.check_output("pgrep -f '^nginx: worker'").split())
