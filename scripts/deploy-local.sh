@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Deploy the collection (Docker + ComfyUI with the LTX-2 nodes) into a disposable local systemd host (a
-# container made by the test rig) and print what it deployed: endpoints, versions, node packs, health.
+# Deploy the whole stack (Docker, ComfyUI with the LTX-2 nodes, NGINX in front) into a disposable local systemd
+# host (a container made by the test rig) and print what it deployed: proxy URL, endpoints, versions, node packs,
+# health.
 #   scripts/deploy-local.sh [--destroy] [extra ansible-playbook args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,3 +18,6 @@ ansible-playbook -i inventories/local molecule/resources/prepare.yml
 ansible-playbook -i inventories/local molecule/resources/prepare_comfyui_host.yml
 ansible-playbook -i inventories/local playbooks/site.yml "$@"
 ansible-playbook -i inventories/local playbooks/status.yml
+url=$(docker exec comfyops-local python3 -c 'import json; print(json.load(open("/etc/ansible/facts.d/comfyops.fact"))["nginx"]["url"])')
+curl -fsS -o /dev/null "${url}system_stats"
+echo "ComfyUI through NGINX: $url (answers from this machine; per instance: ${url}cpu0/, ...)"

@@ -5,6 +5,7 @@ runs of the scenario's converge playbook, in file order, and each ends with the 
 """
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -24,8 +25,10 @@ def get_json(host, port, path):
     return json.loads(host.check_output(f"curl -fsS http://127.0.0.1:{port}{path}"))
 
 
-def converge(host, extra_vars=None):
+def converge(host, extra_vars=None, verbose=False):
     cmd = ["ansible-playbook", "-i", INVENTORY, "--limit", host.backend.get_hostname(), str(CONVERGE)]
+    if verbose:
+        cmd.append("-v")
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -166,3 +169,70 @@ def test_absent_pack_is_removed(host):
     assert rc == 0, out
     assert not host.file(f"{DATA}/custom_nodes/ansible_probe_nodes").exists
     assert "AnsibleProbeNode" not in get_json(host, 8188, "/object_info")
+
+
+MODEL_SERVER = Path(__file__).resolve().parents[2] / "model_http_server.py"
+
+
+def test_model_download_interrupted_then_resumed_by_the_role(host):
+    # A 3 MB "model" served from the host itself; the server cuts the first GET after 1 MB.
+    host.check_output("mkdir -p /root/models-src && head -c 3000000 /dev/urandom > /root/models-src/tiny.safetensors")
+    sha = host.check_output("sha256sum /root/models-src/tiny.safetensors").split()[0]
+    host.check_output(f"cat > /root/model_http_server.py <<'PY'\n{MODEL_SERVER.read_text()}\nPY")
+    host.check_output("setsid nohup python3 /root/model_http_server.py --port 8765 --drop-first-at 1000000 "
+                      "/root/models-src/tiny.safetensors >/root/model_server.log 2>&1 < /dev/null &")
+    # (any answer will do; a request for the file itself would take the one cut)
+    host.check_output("for i in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8765/ && exit 0; "
+                      "sleep 0.2; done; exit 1")
+    model = {"url": "http://127.0.0.1:8765/tiny.safetensors", "folder": "checkpoints", "sha256": sha}
+    # An interrupted run (no retries): the bytes received stay in the partial file, the model is not in place.
+    args = json.dumps(dict(model, models_dir=f"{DATA}/models", retries=0))
+    res = subprocess.run(["ansible", "-i", INVENTORY, host.backend.get_hostname(), "-m",
+                          "comfyops.comfyui.comfyui_model", "-a", args], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0, res.stdout
+    assert host.file(f"{DATA}/models/checkpoints/tiny.safetensors.partial").size == 1000000
+    assert not host.file(f"{DATA}/models/checkpoints/tiny.safetensors").exists
+    # The role's next run resumes from there, verifies, and the file shows up in every instance's /models.
+    rc, out = converge(host, {"comfyui_models": [model],
+                              "comfyui_required_models": ["checkpoints/tiny.safetensors"]}, verbose=True)
+    assert rc == 0, out
+    assert "resumed_from: 1000000" in out, out
+    assert host.check_output(f"sha256sum {DATA}/models/checkpoints/tiny.safetensors").split()[0] == sha
+    assert not host.file(f"{DATA}/models/checkpoints/tiny.safetensors.partial").exists
+    for port in INSTANCES.values():
+        assert "tiny.safetensors" in get_json(host, port, "/models/checkpoints")
+    # A no-op afterwards: nothing changed, nothing fetched.
+    rc, out = converge(host, {"comfyui_models": [model]})
+    assert rc == 0 and "changed=0" in out, out
+    host.run("pkill -f model_http_server.py")
+
+
+def test_pull_a_prebuilt_image_by_digest(host):
+    # A registry on the host (Debian's docker-registry) stands in for Docker Hub / a private registry.
+    # Debian's package turns on htpasswd auth; the test registry runs without.
+    host.check_output("DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null && "
+                      "sed -i '/^auth:/,/^[a-z]/{/^auth:/d;/^  /d}' /etc/docker/registry/config.yml && "
+                      "systemctl restart docker-registry && "
+                      "for i in $(seq 100); do curl -sf http://127.0.0.1:5000/v2/ >/dev/null && exit 0; sleep 0.2; done; "
+                      "cat /etc/docker/registry/config.yml; journalctl -u docker-registry --no-pager | tail; exit 1")
+    built = host.check_output("docker inspect -f '{{.Config.Image}}' comfyui-cpu0")
+    host.check_output(f"docker tag {built} 127.0.0.1:5000/comfyui-prebuilt:1 && docker push -q 127.0.0.1:5000/comfyui-prebuilt:1")
+    ref = host.check_output("docker inspect -f '{{index .RepoDigests 0}}' 127.0.0.1:5000/comfyui-prebuilt:1")
+    assert ref.startswith("127.0.0.1:5000/comfyui-prebuilt@sha256:"), ref
+    # Only the registry has it under that name now: the role has to pull it.
+    host.check_output("docker rmi 127.0.0.1:5000/comfyui-prebuilt:1")
+    pull = {"comfyui_image_source": "pull", "comfyui_pull_image": ref}
+    rc, out = converge(host, pull)
+    assert rc == 0, out
+    assert re.search(r"Pull the image\] \**\nchanged: ", out), out
+    for name, port in INSTANCES.items():
+        assert host.check_output(f"docker inspect -f '{{{{.Config.Image}}}}' {name}") == ref
+        assert "LTXFloatToInt" in get_json(host, port, "/object_info")
+    state = json.loads(host.file("/etc/ansible/facts.d/comfyops.fact").content_string)["comfyui"]
+    assert state["image"] == ref and state["comfyui_version"] == "0.28.0"
+    rc, out = converge(host, pull)
+    assert rc == 0 and "changed=0" in out, out
+    # Back to the built image for whatever runs next.
+    rc, out = converge(host)
+    assert rc == 0, out
+    assert host.check_output("docker inspect -f '{{.Config.Image}}' comfyui-cpu0") == built

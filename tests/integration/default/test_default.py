@@ -1,0 +1,105 @@
+"""Verify the whole stack deployed by comfyops.comfyui.site from the installed collection (molecule scenario default).
+
+One host: two CPU ComfyUI instances behind NGINX (self-signed TLS, basic auth). Checks what a user and an
+automation client see through the proxy, a prompt run end to end through it, and the operator playbooks.
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import testinfra.utils.ansible_runner
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
+ROOT = Path(__file__).resolve().parents[3]
+AUTH = "operator:default scenario secret"
+PROXY = "https://127.0.0.1/comfyui/"
+INSTANCES = ["comfyui-cpu0", "comfyui-cpu1"]
+
+
+def curl(host, url, *args):
+    return host.run("curl -sk -u %s -o /dev/null -w '%%{http_code} %%{content_type}' %s %s",
+                    AUTH, " ".join(args), url).stdout
+
+
+def playbook(name, *args):
+    cmd = ["ansible-playbook", "-i", INVENTORY, "comfyops.comfyui." + name, *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return res.returncode, res.stdout + res.stderr
+
+
+def test_site_ran_from_the_installed_tarball():
+    installed = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "collections/ansible_collections/comfyops/comfyui"
+    assert (installed / "MANIFEST.json").is_file() and not installed.is_symlink()
+    assert (installed / "playbooks/site.yml").is_file() and not (installed / "tests").exists()
+
+
+def test_ui_and_api_through_the_proxy(host):
+    assert curl(host, PROXY).startswith("200 text/html")
+    stats = json.loads(host.check_output("curl -sk -u %s %ssystem_stats", AUTH, PROXY))
+    assert stats["system"]["comfyui_version"] == "0.28.0"
+    for n in (0, 1):
+        assert curl(host, f"{PROXY}cpu{n}/object_info/LTXFloatToInt").startswith("200 application/json")
+    # basic auth on (TLS + a non-loopback listener), and plain HTTP redirects to HTTPS
+    assert host.check_output("curl -sk -o /dev/null -w '%%{http_code}' %s", PROXY) == "401"
+    assert host.check_output("curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1/comfyui/") in ("301", "308")
+
+
+def test_a_prompt_runs_through_the_proxy(host):
+    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 4242}},
+             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "default_scenario"}}}
+    args = json.dumps({"url": PROXY, "workflow": graph, "dest": "/root/outputs", "url_username": "operator",
+                       "url_password": "default scenario secret", "validate_certs": False, "job_timeout": 120})
+    res = subprocess.run(["ansible", "-i", INVENTORY, "default-debian13", "-m", "comfyops.comfyui.comfyui_workflow",
+                          "-a", args], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "default scenario secret" not in res.stdout
+    outputs = host.check_output("ls /srv/comfyui/output").split()
+    assert any(name.startswith("default_scenario") and name.endswith(".png") for name in outputs), outputs
+    assert host.check_output("ls /root/outputs").endswith(".png")
+
+
+def test_state_records_the_endpoints(host):
+    state = json.loads(host.file("/etc/ansible/facts.d/comfyops.fact").content_string)
+    assert [i["name"] for i in state["comfyui"]["instances"]] == INSTANCES
+    assert state["nginx"]["url"] == "https://default-debian13/comfyui/"
+    assert [i["url"] for i in state["nginx"]["instances"]] == [
+        "https://default-debian13/comfyui/cpu0/", "https://default-debian13/comfyui/cpu1/"]
+    assert host.file("/etc/ansible/facts.d/comfyops.fact").mode == 0o644
+    assert "default scenario secret" not in host.file("/etc/ansible/facts.d/comfyops.fact").content_string
+
+
+def test_status_playbook_shows_a_table():
+    rc, out = playbook("status", "-e", "status_url_username=operator",
+                       "-e", "status_url_password='default scenario secret'", "-e", "status_validate_certs=false")
+    assert rc == 0, out
+    for name in INSTANCES:
+        assert any(name in line and "healthy" in line and "/comfyui/cpu" in line for line in out.splitlines()), out
+    assert "node pack ComfyUI-LTXVideo" in out
+    assert "https://default-debian13/comfyui/" in out and "UNHEALTHY" not in out
+
+
+def started(host, name):
+    return host.check_output("docker inspect -f '{{.State.StartedAt}}' %s", name)
+
+
+def test_restart_playbook_restarts_only_the_named_instance(host):
+    before = {n: started(host, n) for n in INSTANCES}
+    rc, out = playbook("restart", "-e", json.dumps({"comfyui_restart_instances": ["comfyui-cpu1"]}))
+    assert rc == 0, out
+    assert started(host, "comfyui-cpu0") == before["comfyui-cpu0"]
+    assert started(host, "comfyui-cpu1") != before["comfyui-cpu1"]
+    rc, out = playbook("restart", "-e", json.dumps({"comfyui_restart_instances": ["comfyui-gpu7"]}))
+    assert rc != 0 and "unknown instance(s) comfyui-gpu7" in out
+
+
+def test_remove_playbook_keeps_data(host):
+    # last: it takes the stack down
+    rc, out = playbook("remove")
+    assert rc == 0, out
+    assert host.check_output("docker ps -aq --filter name=comfyui-") == ""
+    assert not host.file("/opt/comfyops/comfyui").exists
+    assert host.file("/srv/comfyui/models").is_directory and host.file("/srv/comfyui/custom_nodes/ComfyUI-LTXVideo").exists
+    state = json.loads(host.file("/etc/ansible/facts.d/comfyops.fact").content_string)
+    assert "comfyui" not in state and "nginx" in state
