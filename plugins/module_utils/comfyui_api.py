@@ -168,8 +168,7 @@ class ComfyUIClient:
         self._headers = {"User-Agent": USER_AGENT}
         self._headers.update(headers or {})
         if url_username:
-            token = base64.b64encode(("%s:%s" % (url_username, url_password or "")).encode("utf-8"))
-            self._headers["Authorization"] = "Basic " + token.decode("ascii")
+            self._headers["Authorization"] = basic_auth(url_username, url_password)
         # Ansible's Request installs its opener process-wide (urllib.request.install_opener), so concurrent
         # clients must not differ in opener settings: credentials therefore go in a header
         # (force_basic_auth), never in a per-opener auth handler, and callers share one context.
@@ -273,6 +272,12 @@ class ComfyUIClient:
 
     def models(self, folder, timeout=None):
         return self.get_json("/models/" + path_segment(folder), timeout=timeout)
+
+
+def basic_auth(username, password):
+    """The Authorization header value (a str: Ansible's basic_auth_header returns bytes) for HTTP basic auth."""
+    token = base64.b64encode(("%s:%s" % (username, password or "")).encode("utf-8"))
+    return "Basic " + token.decode("ascii")
 
 
 def _proxied(parts):

@@ -328,9 +328,9 @@ import glob
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import basic_auth_header
 from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api import (
     ComfyUIClient,
+    basic_auth,
     comfyui_http_argument_spec,
     ssl_context,
 )
@@ -340,6 +340,14 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.workflow_run impo
     inject,
     load_graph,
 )
+
+
+def websocket_headers(params):
+    """The HTTP client's headers and credentials, for the WebSocket handshake (a proxy with basic auth wants both)."""
+    headers = dict(params["headers"] or {})
+    if params["url_username"]:
+        headers["Authorization"] = basic_auth(params["url_username"], params["url_password"])
+    return headers
 
 
 def main():
@@ -412,11 +420,8 @@ def main():
     if module.check_mode:
         module.exit_json(**dict(base, changed=True, status="would_run"))
 
-    ws_headers = dict(p["headers"] or {})
-    if p["url_username"]:
-        ws_headers["Authorization"] = basic_auth_header(p["url_username"], p["url_password"] or "")
     runner = WorkflowRunner(
-        client, ws_headers=ws_headers,
+        client, ws_headers=websocket_headers(p),
         ws_context=ssl_context(p["validate_certs"], p["ca_path"]) if p["url"].startswith("https") else None,
         use_websocket=p["use_websocket"], job_timeout=p["job_timeout"], poll_interval=p["poll_interval"],
         retries=p["retries"], retry_delay=p["retry_delay"], interrupt_on_timeout=p["interrupt_on_timeout"],

@@ -18,9 +18,9 @@ PROXY = "https://127.0.0.1/comfyui/"
 INSTANCES = ["comfyui-cpu0", "comfyui-cpu1"]
 
 
-def curl(host, url, *args):
-    return host.run("curl -sk -u %s -o /dev/null -w '%%{http_code} %%{content_type}' %s %s",
-                    AUTH, " ".join(args), url).stdout
+def curl(host, url):
+    """'<status> <content type>' of a GET through the proxy with the scenario's credentials."""
+    return host.run("curl -sk -u %s -o /dev/null -w '%%{http_code} %%{content_type}' %s", AUTH, url).stdout
 
 
 def playbook(name, *args):
@@ -29,10 +29,12 @@ def playbook(name, *args):
     return res.returncode, res.stdout + res.stderr
 
 
-def test_site_ran_from_the_installed_tarball():
-    installed = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "collections/ansible_collections/comfyops/comfyui"
+# Every test takes `host`: testinfra parametrizes it per module, and pytest would otherwise run the tests without
+# it after the others (after test_remove_playbook_keeps_data, which takes the stack down).
+def test_site_ran_from_the_installed_tarball(host):
+    installed = Path(os.environ["ANSIBLE_COLLECTIONS_PATH"]) / "ansible_collections/comfyops/comfyui"
     assert (installed / "MANIFEST.json").is_file() and not installed.is_symlink()
-    assert (installed / "playbooks/site.yml").is_file() and not (installed / "tests").exists()
+    assert (installed / "playbooks/site.yml").is_file() and not (installed / ".venv").exists()
 
 
 def test_ui_and_api_through_the_proxy(host):
@@ -54,10 +56,24 @@ def test_a_prompt_runs_through_the_proxy(host):
     res = subprocess.run(["ansible", "-i", INVENTORY, "default-debian13", "-m", "comfyops.comfyui.comfyui_workflow",
                           "-a", args], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "progress_via: websocket" in res.stdout, res.stdout  # /ws upgraded through NGINX
     assert "default scenario secret" not in res.stdout
     outputs = host.check_output("ls /srv/comfyui/output").split()
     assert any(name.startswith("default_scenario") and name.endswith(".png") for name in outputs), outputs
     assert host.check_output("ls /root/outputs").endswith(".png")
+
+
+def test_ten_concurrent_runs_through_the_proxy_lose_nothing(host):
+    res = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(Path(__file__).parent / "concurrent.yml")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    statuses, paths = (json.loads(line) for line in host.file("/root/concurrent/results.txt").content_string.splitlines())
+    assert statuses == ["success"] * 10
+    for n, files in enumerate(paths):
+        assert len(files) == 1 and files[0].startswith(f"/root/concurrent/{n}/concurrent_{n}_"), files
+        assert host.file(files[0]).size > 0
+    saved = host.check_output("ls /srv/comfyui/output").split()
+    assert sorted(int(f.split("_")[1]) for f in saved if f.startswith("concurrent_")) == list(range(10))
 
 
 def test_state_records_the_endpoints(host):
@@ -70,7 +86,7 @@ def test_state_records_the_endpoints(host):
     assert "default scenario secret" not in host.file("/etc/ansible/facts.d/comfyops.fact").content_string
 
 
-def test_status_playbook_shows_a_table():
+def test_status_playbook_shows_a_table(host):
     rc, out = playbook("status", "-e", "status_url_username=operator",
                        "-e", "status_url_password='default scenario secret'", "-e", "status_validate_certs=false")
     assert rc == 0, out

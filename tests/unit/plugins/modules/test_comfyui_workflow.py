@@ -328,6 +328,16 @@ def test_ws_handshake_refused_and_bad_url(comfy):
         WebSocket.connect("http://127.0.0.1:1/ws")
 
 
+def test_ws_handshake_carries_the_proxy_credentials(comfy):
+    # behind NGINX with basic auth the upgrade request needs the same Authorization header as the HTTP calls
+    params = dict(headers={"X-Trace": "t1"}, url_username="ops", url_password="s3cret")
+    with pytest.raises(WebSocketError):
+        WebSocket.connect(ws_url(comfy.url, "/ws?clientId=x"), headers=comfyui_workflow.websocket_headers(params),
+                          timeout=2)
+    sent = comfy.requests[-1]["headers"]
+    assert sent["Authorization"] == "Basic b3BzOnMzY3JldA==" and sent["X-Trace"] == "t1"
+
+
 def test_ws_connect_refused(free_port):
     with pytest.raises(WebSocketError, match="cannot connect"):
         WebSocket.connect("ws://127.0.0.1:%d/ws" % free_port, timeout=2)
