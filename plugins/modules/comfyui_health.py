@@ -18,8 +18,8 @@ description:
     (running and pending counts) and C(/models/<folder>) (every file of O(required_models) is present).
   - A node pack that fails to import never stops ComfyUI; it only removes its classes. "Server up" therefore proves
     little; list the classes you rely on in O(expected_classes).
-  - Instances are probed in parallel (up to O(max_workers) at a time). Within one instance the large
-    C(/object_info) answer (about 1.5 MB on a real server) is fetched once, in parallel with the small checks.
+  - Instances are probed in parallel (up to O(max_workers) at a time). Within one instance the small checks go
+    first and the large C(/object_info) answer (about 1.5 MB on a real server) is fetched once, last.
   - Fails with one message that names every failed check of every instance, unless O(fail_on_unhealthy=false).
   - The module only reads; it never reports a change and runs the same in check mode.
 version_added: "0.1.0"
