@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints first-converge time on a fresh Debian 13 rig host, re-run time, and their ratio.
 #   bench/converge.sh docker    the docker role alone (site.yml --tags docker)
-#   bench/converge.sh site      the whole site.yml as the local inventory configures it (Docker + ComfyUI)
+#   bench/converge.sh site      the whole site.yml as the local inventory configures it (Docker, ComfyUI, NGINX)
 # Needs scripts/setup.sh to have run. The host is removed afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,9 @@ all:
     gpu_hosts:
       hosts:
         $host: {ansible_connection: community.docker.docker, ansible_host: $host, ansible_user: root}
+    comfyui_proxies:
+      hosts:
+        $host: {}
 INV
 ansible-playbook -i "$inv" scripts/rig/local-host.yml -e "$host_json" >/dev/null
 ansible-playbook -i "$inv" molecule/resources/prepare.yml >/dev/null
