@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """What does a no-op run of comfyui_custom_node cost per pack, next to ansible.builtin.git on the same checkouts?
 
 Makes a local git repository of the ComfyUI-LTXVideo stand-in (tests/fixtures/node_packs, two commits), installs
@@ -100,7 +100,7 @@ def main():
             call(builtin_git, args)
 
         ours_times, git_times = [], []
-        for _ in range(opts.runs):
+        for _run in range(opts.runs):
             elapsed, result = call(ours, ours_args)
             assert not result["changed"], result
             ours_times.append(elapsed / opts.packs)

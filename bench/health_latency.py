@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """How much does a full comfyui_health probe cost over the one /object_info fetch it cannot avoid?
 
 Starts the ComfyUI emulator (tests/fixtures/comfyui_emulator as 0.28.0 with the ComfyUI-LTXVideo stand-in, and
@@ -119,7 +119,7 @@ def measure(fns, runs):
     for fn in fns.values():
         fn()  # warm-up: first-call costs (ComfyUI builds object_info lazily, imports, SSL contexts)
     samples = {name: ([], []) for name in fns}
-    for _ in range(runs):
+    for _run in range(runs):
         for name, fn in fns.items():
             wall, cpu = time.perf_counter(), time.process_time()
             fn()
@@ -149,7 +149,7 @@ def ansible_run(url, classes, workdir):
            "-e", "ansible_python_interpreter=" + sys.executable, str(playbook)]
 
     def run():
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SystemExit("ansible-playbook failed:\n" + proc.stdout + proc.stderr)
 
@@ -211,6 +211,7 @@ def main():
         print("probe overhead over %-21s %+7.1f ms median, %+7.1f ms min, %+7.1f ms CPU"
               % (base_name + ":", statistics.median(probe[0]) - statistics.median(base[0]),
                  min(probe[0]) - min(base[0]), statistics.median(probe[1]) - statistics.median(base[1])))
+
 
 if __name__ == "__main__":
     main()

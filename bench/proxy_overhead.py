@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """What does NGINX in front of ComfyUI cost? The same instance, direct vs through the proxy's per-instance path.
 
 Measures, for each of the two base URLs:
@@ -9,9 +9,9 @@ Measures, for each of the two base URLs:
                   wait for its final `executing null` message: jobs/s, p50, p99 (what an API client sees)
 and prints proxy/direct ratios (throughput ratio goal: >= 0.8).
 
-Against the nginx molecule scenario (instances published on 0.0.0.0, so the controller reaches both):
+Against the fleet molecule scenario (instances published on 0.0.0.0, so the controller reaches both):
     molecule create -s nginx && molecule converge -s nginx      # or leave the hosts of `molecule test` up
-    .venv/bin/python bench/proxy_overhead.py                    # nginx-gpu0: :8188 vs /comfyui/cpu0/
+    .venv/bin/python bench/proxy_overhead.py                    # fleet-gpu0: :8188 vs /comfyui/cpu0/
 Against any deployment, give both URLs (run it where both are reachable, e.g. on the ComfyUI host itself):
     bench/proxy_overhead.py --direct http://127.0.0.1:8188/ --proxy http://127.0.0.1/comfyui/gpu0/ [-c 4] [-d 10]
 Only the Python standard library and tests/emulator_helpers.py (the WebSocket client) are used.
@@ -60,7 +60,7 @@ def http_load(base, clients, seconds):
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker) for _client in range(clients)]
     began = time.monotonic()
     for t in threads:
         t.start()
@@ -112,13 +112,13 @@ def prompt_roundtrips(base, seconds):
 
 def scenario_urls():
     addr = subprocess.check_output(
-        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "nginx-gpu0"],
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "fleet-gpu0"],
         text=True).strip()
     return f"http://{addr}:8188/", f"http://{addr}/comfyui/cpu0/"
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--direct", help="base URL of one instance")
     parser.add_argument("--proxy", help="base URL of the same instance through NGINX")
     parser.add_argument("-c", "--clients", type=int, default=4)

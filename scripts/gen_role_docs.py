@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Write docs/variables.md from every role's meta/argument_specs.yml (the single source of the variables' docs).
 
     scripts/gen_role_docs.py          rewrite docs/variables.md

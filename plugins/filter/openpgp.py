@@ -120,7 +120,7 @@ def fingerprints(content, subkeys=False):
     data = content if isinstance(content, (bytes, bytearray)) else dearmor(content)
     wanted = (PUBLIC_KEY, PUBLIC_SUBKEY) if subkeys else (PUBLIC_KEY,)
     result = [fingerprint(body) for tag, body in packets(bytes(data)) if tag in wanted]
-    if not any(True for tag, _ in packets(bytes(data)) if tag == PUBLIC_KEY):
+    if not any(tag == PUBLIC_KEY for tag, _body in packets(bytes(data))):
         raise ValueError("no public key packet found")
     return result
 

@@ -46,7 +46,7 @@ def ws_url(base_url, path):
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
     if scheme is None:
         raise ValueError("not an http(s) or ws(s) URL: %r" % (base_url,))
-    path, _, query = path.partition("?")
+    path, _sep, query = path.partition("?")
     full = parts.path.rstrip("/") + "/" + path.lstrip("/")
     return urlunsplit((scheme, parts.netloc, full, query, ""))
 
@@ -98,14 +98,14 @@ class WebSocket:
                 buf += chunk
                 if len(buf) > MAX_HEADER:
                     raise WebSocketError("WebSocket handshake answer too large")
-            head, _, rest = buf.partition(b"\r\n\r\n")
+            head, _sep, rest = buf.partition(b"\r\n\r\n")
             status_line, *header_lines = head.decode("latin-1").split("\r\n")
             fields = status_line.split(" ", 2)
             if len(fields) < 2 or fields[1] != "101":
                 raise WebSocketError("WebSocket handshake refused: %s" % status_line.strip())
             answer = {}
             for line in header_lines:
-                name, _, value = line.partition(":")
+                name, _sep, value = line.partition(":")
                 answer[name.strip().lower()] = value.strip()
             expected = base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
             if answer.get("sec-websocket-accept") != expected:

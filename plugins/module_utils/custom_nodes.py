@@ -476,8 +476,7 @@ class NodeManager:
             plan.before = self.git.head(present[0]) if present else None
             return plan
         if len(present) == 2:
-            raise CustomNodeError("%s: both %s and %s exist; remove one of them" % (pack.name, enabled_path,
-                                                                                      disabled_path))
+            raise CustomNodeError("%s: both %s and %s exist; remove one of them" % (pack.name, enabled_path, disabled_path))
         current = present[0] if present else None
         plan = Plan(pack, (current, current == enabled_path if current else None))
         plan.before = self.git.head(current) if current else None
@@ -489,8 +488,7 @@ class NodeManager:
         elif pack.state == "latest":
             wanted = self.git.ls_remote(pack.repo, pack.version)
             if wanted is None:
-                raise CustomNodeError("%s: version %s not found in %s" % (pack.name, pack.version or "HEAD",
-                                                                         pack.repo))
+                raise CustomNodeError("%s: version %s not found in %s" % (pack.name, pack.version or "HEAD", pack.repo))
         elif pack.version is None:
             wanted = plan.before  # present without a version: any commit of this repository will do
         elif FULL_SHA.match(pack.version):

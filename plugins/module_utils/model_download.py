@@ -288,6 +288,11 @@ def _strip_query(url):
     return "%s://%s%s%s" % (p.scheme, p.netloc, p.path, "?..." if p.query else "")
 
 
+def _disk_usage(path):
+    """shutil.disk_usage, looked up at call time (tests replace it with monkeypatch)."""
+    return shutil.disk_usage(path)
+
+
 class Downloader:
     """Downloads model files; one instance is shared by the worker threads of one module run."""
 
@@ -309,7 +314,7 @@ class Downloader:
         self.chunk = chunk
         self.sleep = sleep
         self.clock = clock
-        self.disk_usage = disk_usage or (lambda path: shutil.disk_usage(path))
+        self.disk_usage = disk_usage or _disk_usage
         self.reserved = 0
         self.reserve_lock = threading.Lock()
         self._contexts = {}
@@ -330,7 +335,7 @@ class Downloader:
     def open(self, url, offset=0):
         """GET url (from offset); follows redirects by hand so the token never leaves the original host."""
         original = url
-        for _ in range(MAX_REDIRECTS + 1):
+        for _hop in range(MAX_REDIRECTS + 1):
             headers = {"Accept-Encoding": "identity"}
             if offset:
                 headers["Range"] = "bytes=%d-" % offset
@@ -390,7 +395,7 @@ class Downloader:
         cached = self.cache.lookup(spec["rel"], st)
         if cached:
             return cached, "cache"
-        hasher, _ = hash_file(dest)
+        hasher, _size = hash_file(dest)
         digest = hasher.hexdigest()
         if not check_mode:
             self.cache.put(spec["rel"], st, digest)

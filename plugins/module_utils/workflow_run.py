@@ -206,8 +206,7 @@ def history_outcome(entry):
         if event == "execution_error":
             error, outcome = execution_error(data), "error"
         elif event == "execution_interrupted":
-            error = dict(type="interrupted", message="interrupted at node %s (%s)" % (data.get("node_id"),
-                                                                                     data.get("node_type")),
+            error = dict(type="interrupted", message="interrupted at node %s (%s)" % (data.get("node_id"), data.get("node_type")),
                          node_id=data.get("node_id"), node_type=data.get("node_type"), details=None)
             outcome = "interrupted"
         elif event == "execution_success":
@@ -377,7 +376,7 @@ def _mp4_track(f, start, end):
             elif btype == b"stts" and "frames" not in track:
                 f.seek(body + 4)
                 count = struct.unpack(">I", f.read(4))[0]
-                track["frames_stts"] = sum(struct.unpack(">II", f.read(8))[0] for _ in range(count))
+                track["frames_stts"] = sum(struct.unpack(">II", f.read(8))[0] for _entry in range(count))
     walk(start, end)
     if "frames" not in track and "frames_stts" in track:
         track["frames"] = track["frames_stts"]
@@ -625,8 +624,7 @@ class WorkflowRunner:
             target = os.path.join(target_dir, name)
             query = urlencode(dict(filename=item["filename"], subfolder=sub, type=item["type"]))
             try:
-                resp = self.call("view", lambda q=query: self.client.request("GET", "/view?" + q,
-                                                                            timeout=max(self.client.timeout, 60)))
+                resp = self.call("view", lambda q=query: self.client.request("GET", "/view?" + q, timeout=max(self.client.timeout, 60)))
             except ComfyUIError as e:
                 raise WorkflowError("fetching output %s failed: %s" % (item["filename"], e),
                                     error=dict(type="fetch", message=str(e), node_id=item["node_id"], node_type=None))

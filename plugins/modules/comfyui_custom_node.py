@@ -32,7 +32,7 @@ description:
     fails with a message that names the pack and the import error. The previous set is running afterwards.
 version_added: "0.1.0"
 author:
-  - comfyops contributors
+  - comfyops contributors (@comfyops)
 options:
   packs:
     description:

@@ -24,7 +24,7 @@ description:
   - The module only reads; it never reports a change and runs the same in check mode.
 version_added: "0.1.0"
 author:
-  - comfyops contributors
+  - comfyops contributors (@comfyops)
 options:
   url:
     description:

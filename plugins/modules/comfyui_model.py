@@ -33,7 +33,7 @@ description:
     (the module downloads in-process) and is masked in every message and result."
 version_added: "0.1.0"
 author:
-  - comfyops contributors
+  - comfyops contributors (@comfyops)
 options:
   models_dir:
     description:
@@ -369,7 +369,7 @@ def main():
         try:
             return downloader.ensure(spec, check_mode=check)
         except DownloadError as e:
-            dest, _ = downloader.paths(spec)
+            dest, _partial = downloader.paths(spec)
             return dict(name=spec["name"], folder=spec["folder"], filename=spec["filename"], path=dest,
                         state=spec["state"], action="failed", changed=False, error=redact(e.message, secrets))
 

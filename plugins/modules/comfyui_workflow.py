@@ -33,7 +33,7 @@ description:
     to skip the run when its outputs are already there.
 version_added: "0.1.0"
 author:
-  - comfyops contributors
+  - comfyops contributors (@comfyops)
 options:
   url:
     description:
@@ -167,7 +167,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     description: Loads the graph, applies O(parameters) and checks O(creates); submits nothing and reports
-      RV(status=would_run) with RV(changed=true).
+      RV(status=would_run) with C(changed=true).
     support: full
   diff_mode:
     support: none
@@ -266,10 +266,10 @@ outputs:
   elements: dict
   contains:
     node_id: {description: Output node., type: str}
-    kind: {description: Key in the node's output (C(images), C(gifs), C(videos), ...)., type: str}
+    kind: {description: "Key in the node's output (C(images), C(gifs), C(videos), ...).", type: str}
     filename: {description: File name on the server., type: str}
     subfolder: {description: Subfolder on the server., type: str}
-    type: {description: ComfyUI's type (C(output), C(temp))., type: str}
+    type: {description: "ComfyUI's type (C(output), C(temp)).", type: str}
     path: {description: Local path (only when fetched)., type: str}
     size: {description: Bytes (only when fetched)., type: int}
     media:
@@ -416,9 +416,9 @@ def main():
     if p["creates"]:
         existing = sorted(glob.glob(p["creates"]))
         if existing:
-            module.exit_json(**dict(base, status="skipped", msg="%s exists" % existing[0], output_paths=existing))
+            module.exit_json(**{**base, "status": "skipped", "msg": "%s exists" % existing[0], "output_paths": existing})
     if module.check_mode:
-        module.exit_json(**dict(base, changed=True, status="would_run"))
+        module.exit_json(**{**base, "changed": True, "status": "would_run"})
 
     runner = WorkflowRunner(
         client, ws_headers=websocket_headers(p),

@@ -20,7 +20,7 @@ description:
     mismatch", which needs a reboot) or prints output that cannot be parsed.
 version_added: "0.1.0"
 author:
-  - comfyops contributors
+  - comfyops contributors (@comfyops)
 options:
   nvidia_smi_path:
     description:
@@ -95,9 +95,9 @@ gpus:
     memory_free_mib: {description: Free memory in MiB., type: int, sample: 81079}
     driver_version: {description: Driver version., type: str, sample: 580.159.04}
     pci_bus_id: {description: PCI bus id., type: str, sample: "00000000:00:06.0"}
-    compute_capability: {description: CUDA compute capability, as a string., type: str, sample: "9.0"}
+    compute_capability: {description: "CUDA compute capability, as a string.", type: str, sample: "9.0"}
     persistence_mode: {description: Persistence mode (Enabled/Disabled)., type: str, sample: Enabled}
-    mig_mode: {description: Current MIG mode (Enabled/Disabled), null where MIG is not supported., type: str, sample: Disabled}
+    mig_mode: {description: "Current MIG mode (Enabled/Disabled), null where MIG is not supported.", type: str, sample: Disabled}
 driver_version:
   description: Driver version (of the first GPU), null without GPUs.
   returned: always

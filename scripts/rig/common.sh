@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Shared settings of the offline test rig (sourced by the scripts beside it).
 RIG_CACHE="${COMFYOPS_RIG_CACHE:-/var/cache/comfyops-rig}"
 RIG_NETWORK=comfyops-rig

@@ -12,7 +12,7 @@ ROLES = sorted(p.parents[1].name for p in ROOT.glob("roles/*/meta/argument_specs
 
 def test_variables_doc_is_current():
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_role_docs.py"), "--check"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
 
 

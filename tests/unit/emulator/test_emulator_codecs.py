@@ -40,7 +40,7 @@ def chunks(png):
 def test_png_is_well_formed_with_text_metadata():
     image = codec.ImageBatch(3, 2, 1, (255, 0, 0))
     png = codec.encode_png(image, text={"prompt": '{"1": {}}'})
-    kinds = [kind for kind, _ in chunks(png)]
+    kinds = [kind for kind, _data in chunks(png)]
     assert png.startswith(codec.PNG_MAGIC) and kinds == [b"IHDR", b"tEXt", b"IDAT", b"IEND"]
     assert dict(chunks(png))[b"tEXt"] == b'prompt\x00{"1": {}}'
 

@@ -273,7 +273,7 @@ def test_wait_until_gives_up_at_deadline_without_overshooting():
 def test_wait_until_probes_once_when_deadline_already_passed():
     clock = FakeClock()
     with pytest.raises(WaitTimeout):
-        wait_until(50.0, lambda: (_ for _ in ()).throw(ComfyUIError("down")), clock=clock.clock, sleep=clock.sleep)
+        wait_until(50.0, lambda: (x for x in ()).throw(ComfyUIError("down")), clock=clock.clock, sleep=clock.sleep)
     assert clock.sleeps == []
 
 

@@ -32,7 +32,7 @@ API = TESTS / "fixtures" / "reference" / "comfyui-api"
 
 
 def run(argv):
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 

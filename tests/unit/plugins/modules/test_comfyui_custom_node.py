@@ -272,8 +272,7 @@ def test_check_mode_reports_the_plan_and_touches_nothing(rig, module):
     assert result["changed"] and result["restart_needed"] and not result["restarted"]
     assert ltx["after"] == rig.ltx.commits[0] and probe["after"] == rig.probe.commits[1]  # via ls-remote
     assert ltx["requirements_installed"] and probe["changed"]
-    assert result["diff"]["before"] == {} and set(result["diff"]["after"]) == {"ComfyUI-LTXVideo",
-                                                                                "ansible_probe_nodes"}
+    assert result["diff"]["before"] == {} and set(result["diff"]["after"]) == {"ComfyUI-LTXVideo", "ansible_probe_nodes"}
     assert sorted(os.listdir(rig.custom_nodes)) == before and not rig.state_dir.exists()
     assert [c[0] for c in rig.docker.calls()] == ["inspect"]
     assert set(rig.git.commands()) == {"ls-remote"}
@@ -281,8 +280,8 @@ def test_check_mode_reports_the_plan_and_touches_nothing(rig, module):
     ok(module(rig.args([rig.ltx_pack(), rig.probe_pack(version=rig.probe.commits[0])])))
     state = rig.state()
     calls = len(rig.docker.calls())
-    result = ok(module(rig.args([rig.ltx_pack(commit=1), rig.probe_pack(version=rig.probe.commits[0],
-                                                                       enabled=False)]), check_mode=True))
+    result = ok(module(rig.args([rig.ltx_pack(commit=1), rig.probe_pack(version=rig.probe.commits[0], enabled=False)]),
+                       check_mode=True))
     ltx, probe = result["packs"]
     assert (ltx["before"], ltx["after"], ltx["changed"]) == (rig.ltx.commits[0], rig.ltx.commits[1], True)
     assert probe["changed"] and probe["enabled"] is False

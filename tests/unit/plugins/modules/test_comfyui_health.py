@@ -217,7 +217,7 @@ def test_something_else_on_the_port_is_not_comfyui(run_module, comfy):
 
 
 def test_instances_are_probed_in_parallel(run_module, comfy_factory):
-    servers = [comfy_factory().start() for _ in range(4)]
+    servers = [comfy_factory().start() for _server in range(4)]
     for s in servers:
         s.set("/object_info", {"KSampler": {}}, delay=0.5)
     t0 = time.monotonic()
@@ -229,7 +229,7 @@ def test_instances_are_probed_in_parallel(run_module, comfy_factory):
 
 
 def test_max_workers_bounds_parallelism_and_all_get_probed(run_module, comfy_factory):
-    servers = [comfy_factory().start() for _ in range(3)]
+    servers = [comfy_factory().start() for _server in range(3)]
     for s in servers:
         s.set("/object_info", {"KSampler": {}}, delay=0.3)
     t0 = time.monotonic()

@@ -6,14 +6,12 @@ import json
 import socket
 import struct
 import sys
-import threading
 import time
 import zlib
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.comfyops.comfyui.plugins.module_utils import comfyui_ws
 from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_ws import (
     WebSocket,
     WebSocketClosed,
@@ -202,7 +200,7 @@ def test_history_interrupted_and_running():
         ["execution_start", {"prompt_id": "p", "timestamp": 1}],
         ["execution_interrupted", {"prompt_id": "p", "node_id": "3", "node_type": "KSampler", "executed": [],
                                    "timestamp": 2}]]}}
-    outcome, error, _ = history_outcome(entry)
+    outcome, error, _details = history_outcome(entry)
     assert outcome == "interrupted" and error["node_id"] == "3" and "KSampler" in error["message"]
     assert history_outcome({"status": {}})[0] == "running"
     assert history_outcome({"status": {"status_str": "error", "messages": []}})[0] == "error"
@@ -229,7 +227,7 @@ def make_mp4(frames, width=64, height=48):
 def make_webp(frames):
     vp8x = struct.pack("<4sI", b"VP8X", 10) + bytes([0x02, 0, 0, 0]) + (63).to_bytes(3, "little") \
         + (47).to_bytes(3, "little")
-    anmf = b"".join(struct.pack("<4sI", b"ANMF", 17) + b"\0" * 17 + b"\0" for _ in range(frames))
+    anmf = b"".join(struct.pack("<4sI", b"ANMF", 17) + b"\0" * 17 + b"\0" for _frame in range(frames))
     body = b"WEBP" + vp8x + anmf
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
@@ -237,7 +235,7 @@ def make_webp(frames):
 def make_png(width, height):
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    raw = b"".join(b"\0" + b"\0\0\0" * width for _ in range(height))
+    raw = b"".join(b"\0" + b"\0\0\0" * width for _row in range(height))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) \
         + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 

@@ -1,4 +1,4 @@
-"""Shared helpers of the nginx scenario's tests: host addresses, requests through the proxies, WebSockets."""
+"""Shared helpers of the fleet scenario's tests: host addresses, requests through the proxies, WebSockets."""
 import base64
 import json
 import os
@@ -20,10 +20,12 @@ from contract_support import transcript_messages  # noqa: E402,F401
 from emulator_helpers import WSClient  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-CONVERGE = TESTS.parent / "molecule" / "nginx" / "converge.yml"
+CONVERGE = TESTS.parent / "molecule" / "fleet" / "converge.yml"
 AUTH = ("artist", "correct horse battery staple")
 PROVIDED_CERT = "/etc/ssl/comfyops-test/proxy.crt"
 SELFSIGNED_CERT = "/etc/ssl/comfyops/selfsigned.crt"
+# the separate proxy's per-instance paths
+PROXY_PATHS = ["fleet-gpu0/cpu0/", "fleet-gpu0/cpu1/", "fleet-gpu1/cpu0/"]
 
 
 def host(name):

@@ -1,7 +1,7 @@
 """Verify the nginx role (testinfra, run by `molecule verify`) with real clients from the controller.
 
-nginx-gpu0: NGINX on the ComfyUI host (local mode, /comfyui/cpu0/, HTTP and self-signed HTTPS, root vhost on 8080,
-60m body limit). nginx-proxy: a separate proxy in front of nginx-gpu0 and nginx-gpu1 (/comfyui/<host>/cpu0/,
+fleet-gpu0: NGINX on the ComfyUI host (local mode, /comfyui/cpu0/, HTTP and self-signed HTTPS, root vhost on 8080,
+60m body limit). fleet-proxy: a separate proxy in front of fleet-gpu0 and fleet-gpu1 (/comfyui/<host>/cpu0/,
 provided certificate, HTTP->HTTPS redirect, HSTS, basic auth, prompt rate limit).
 """
 import json
@@ -11,16 +11,15 @@ import time
 import pytest
 import requests
 import urllib3
-from nginx_support import (AUTH, PROVIDED_CERT, SELFSIGNED_CERT, WSClient, address, client_id, finished, graph, host,
-                           nginx_pids, tls_ws, transcript_messages, wait_history)
+from nginx_support import (AUTH, PROVIDED_CERT, PROXY_PATHS, SELFSIGNED_CERT, WSClient, address, client_id, finished,
+                           graph, host, nginx_pids, tls_ws, transcript_messages, wait_history)
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
-GPU0, PROXY = host("nginx-gpu0"), host("nginx-proxy")
-G, P = address("nginx-gpu0"), address("nginx-proxy")
+GPU0, PROXY = host("fleet-gpu0"), host("fleet-proxy")
+G, P = address("fleet-gpu0"), address("fleet-proxy")
 LOCAL = f"http://{G}/comfyui/"
 REMOTE = f"https://{P}/comfyui/"
-PROXY_PATHS = ["nginx-gpu0/cpu0/", "nginx-gpu0/cpu1/", "nginx-gpu1/cpu0/"]
 
 
 def session():
@@ -93,10 +92,10 @@ def test_websocket_prompt_full_message_sequence(path):
 
 def test_websocket_through_the_tls_proxy_with_auth():
     cid = client_id()
-    ws = tls_ws(P, 443, f"/comfyui/nginx-gpu1/cpu0/ws?clientId={cid}", auth=AUTH)
+    ws = tls_ws(P, 443, f"/comfyui/fleet-gpu1/cpu0/ws?clientId={cid}", auth=AUTH)
     try:
         assert ws.recv_json()["type"] == "status"
-        answer = session().post(f"{REMOTE}nginx-gpu1/cpu0/prompt", json={"prompt": graph(), "client_id": cid}, timeout=10)
+        answer = session().post(f"{REMOTE}fleet-gpu1/cpu0/prompt", json={"prompt": graph(), "client_id": cid}, timeout=10)
         assert answer.status_code == 200, answer.text
         messages = ws.collect_until(finished(answer.json()["prompt_id"]))
         assert "execution_success" in [m["type"] for m in messages]
@@ -157,7 +156,7 @@ def test_tls_serves_the_configured_certificates():
     assert served_cert(P, 443) == ssl.PEM_cert_to_DER_cert(PROXY.file(PROVIDED_CERT).content_string)
     assert served_cert(G, 443) == ssl.PEM_cert_to_DER_cert(GPU0.file(SELFSIGNED_CERT).content_string)
     san = GPU0.check_output(f"openssl x509 -noout -ext subjectAltName -in {SELFSIGNED_CERT}")
-    assert "DNS:nginx-gpu0" in san and "IP Address:127.0.0.1" in san
+    assert "DNS:fleet-gpu0" in san and "IP Address:127.0.0.1" in san
     assert GPU0.file("/etc/ssl/comfyops/selfsigned.key").mode == 0o600
 
 
@@ -176,7 +175,7 @@ def test_basic_auth(proxy):
     f = PROXY.file("/etc/nginx/comfyops.htpasswd")
     assert (f.user, f.group, f.mode) == ("root", "www-data", 0o640)
     assert f.content_string.startswith("artist:$apr1$")
-    # TLS is on for nginx-gpu0 too, but auth was switched off explicitly there.
+    # TLS is on for fleet-gpu0 too, but auth was switched off explicitly there.
     assert requests.get(f"https://{G}/comfyui/system_stats", verify=False, timeout=10).status_code == 200
 
 
@@ -219,11 +218,11 @@ def test_dead_instance_is_skipped():
 def test_state_records_proxy_urls_and_keeps_comfyui():
     state = json.loads(GPU0.file("/etc/ansible/facts.d/comfyops.fact").content_string)
     assert [i["name"] for i in state["comfyui"]["instances"]] == ["comfyui-cpu0", "comfyui-cpu1"]
-    assert state["nginx"]["url"] == "https://nginx-gpu0/comfyui/"
-    assert state["nginx"]["root_url"] == "https://nginx-gpu0:8080/"
-    assert [i["url"] for i in state["nginx"]["instances"]] == ["https://nginx-gpu0/comfyui/cpu0/",
-                                                               "https://nginx-gpu0/comfyui/cpu1/"]
+    assert state["nginx"]["url"] == "https://fleet-gpu0/comfyui/"
+    assert state["nginx"]["root_url"] == "https://fleet-gpu0:8080/"
+    assert [i["url"] for i in state["nginx"]["instances"]] == ["https://fleet-gpu0/comfyui/cpu0/",
+                                                               "https://fleet-gpu0/comfyui/cpu1/"]
     state = json.loads(PROXY.file("/etc/ansible/facts.d/comfyops.fact").content_string)
     assert list(state) == ["nginx"]
-    assert [i["url"] for i in state["nginx"]["instances"]] == [f"https://nginx-proxy/comfyui/{p}" for p in PROXY_PATHS]
+    assert [i["url"] for i in state["nginx"]["instances"]] == [f"https://fleet-proxy/comfyui/{p}" for p in PROXY_PATHS]
     assert state["nginx"]["basic_auth"] is True and "artist" not in json.dumps(state)

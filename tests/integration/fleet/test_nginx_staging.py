@@ -1,12 +1,12 @@
 """Changes go live only after `nginx -t` passed, by a reload; bad input fails in preflight and changes nothing.
 
-Re-runs the scenario's converge playbook on nginx-proxy only (it runs no ComfyUI, so the runs are short).
+Re-runs the scenario's converge playbook on fleet-proxy only (it runs no ComfyUI, so the runs are short).
 """
 import requests
 from nginx_support import AUTH, address, converge, host, nginx_master_and_workers, nginx_pids
 
-PROXY = host("nginx-proxy")
-P = address("nginx-proxy")
+PROXY = host("fleet-proxy")
+P = address("fleet-proxy")
 CONF = "/etc/nginx/conf.d/comfyops-comfyui.conf"
 
 
@@ -20,7 +20,7 @@ def serving():
 
 def assert_fails_cleanly(extra_vars, *expected):
     before = fingerprint()
-    rc, out = converge("nginx-proxy", extra_vars)
+    rc, out = converge("fleet-proxy", extra_vars)
     assert rc != 0, out
     for text in expected:
         assert text in out, out
@@ -38,13 +38,13 @@ def test_broken_directive_keeps_the_old_config_live():
 def test_change_is_reloaded_not_restarted():
     master, workers = nginx_master_and_workers(PROXY)
     try:
-        rc, out = converge("nginx-proxy", {"nginx_proxy_read_timeout": "1799s"})
+        rc, out = converge("fleet-proxy", {"nginx_proxy_read_timeout": "1799s"})
         assert rc == 0, out
         assert "proxy_read_timeout 1799s;" in PROXY.check_output("nginx -T 2>/dev/null")
         new_master, new_workers = nginx_master_and_workers(PROXY)
         assert new_master == master and not new_workers & workers
     finally:
-        rc, out = converge("nginx-proxy")
+        rc, out = converge("fleet-proxy")
         assert rc == 0, out
     assert serving()
 
