@@ -1,42 +1,73 @@
 #!/usr/bin/env bash
-# Prints first-converge time on a fresh Debian 13 rig host, re-run time, and their ratio.
-#   bench/converge.sh docker    the docker role alone (site.yml --tags docker)
-#   bench/converge.sh site      the whole site.yml as the local inventory configures it (Docker, ComfyUI, NGINX)
-# Needs scripts/setup.sh to have run. The host is removed afterwards.
+# Prints first-converge time on fresh Debian 13 rig hosts, re-run time, and their ratio.
+#   bench/converge.sh docker    the docker role alone (site.yml --tags docker), one host
+#   bench/converge.sh site      the whole site.yml as the local inventory configures it (Docker, ComfyUI + LTX-2
+#                               nodes, NGINX), one host that is GPU host and proxy
+#   bench/converge.sh fleet     the whole site.yml on 1 host, then on 3 hosts at once (forks >= 3): how the
+#                               converge time grows with the fleet
+# Needs scripts/setup.sh to have run. The hosts are removed afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_HOME="$PWD/.ansible"
 what=${1:-docker}
-host=comfyops-bench
 inv=$(mktemp --suffix=.yml)
-host_json="{\"rig_hosts\":[{\"name\":\"$host\",\"image\":\"comfyops-rig/debian:trixie\"}]}"
-trap 'ansible-playbook -i "$inv" scripts/rig/local-host.yml -e rig_state=absent -e "$host_json" >/dev/null; rm -f "$inv"' EXIT
-cat >"$inv" <<INV
-all:
-  children:
-    gpu_hosts:
-      hosts:
-        $host: {ansible_connection: community.docker.docker, ansible_host: $host, ansible_user: root}
-    comfyui_proxies:
-      hosts:
-        $host: {}
-INV
-ansible-playbook -i "$inv" scripts/rig/local-host.yml -e "$host_json" >/dev/null
-ansible-playbook -i "$inv" molecule/resources/prepare.yml >/dev/null
-args=(--tags docker)
-if [ "$what" = site ]; then
-  # The site run needs the rig's base image and git repos on the host (not timed: not part of a deploy).
-  ansible-playbook -i "$inv" -e @inventories/local/group_vars/all.yml molecule/resources/prepare_comfyui_host.yml >/dev/null
-  args=()
-fi
+hosts_json=
+trap 'remove_hosts; rm -f "$inv"' EXIT
 
-timed() {
-  local s; s=$(date +%s%N)
-  ansible-playbook -i "$inv" -e @inventories/local/group_vars/all.yml playbooks/site.yml "${args[@]}" >/dev/null
-  echo $(($(date +%s%N) - s))
+remove_hosts() {
+  [ -z "$hosts_json" ] || ansible-playbook -i "$inv" scripts/rig/local-host.yml -e rig_state=absent -e "$hosts_json" >/dev/null
+  hosts_json=
 }
-first=$(timed)
-rerun=$(timed)
-python3 -c 'import sys; f, r = int(sys.argv[2]) / 1e9, int(sys.argv[3]) / 1e9
-print(f"{sys.argv[1]} (Debian 13 rig host): first converge {f:.1f} s, re-run {r:.1f} s, re-run/first {100 * r / f:.0f}%")' \
-  "$what" "$first" "$rerun"
+
+# make_hosts N: N fresh hosts, each a GPU host and its own proxy (as inventories/local), prepared for the rig
+make_hosts() {
+  local n=$1 i names=()
+  for ((i = 0; i < n; i++)); do names+=("comfyops-bench-$i"); done
+  hosts_json=$(printf '{"name":"%s","image":"comfyops-rig/debian:trixie"},' "${names[@]}")
+  hosts_json="{\"rig_hosts\":[${hosts_json%,}]}"
+  {
+    echo "all:"
+    echo "  vars: {ansible_connection: community.docker.docker, ansible_user: root}"
+    echo "  children:"
+    for group in gpu_hosts comfyui_proxies; do
+      echo "    $group:"
+      echo "      hosts:"
+      for name in "${names[@]}"; do echo "        $name: {ansible_host: $name}"; done
+    done
+  } >"$inv"
+  ansible-playbook -i "$inv" scripts/rig/local-host.yml -e "$hosts_json" >/dev/null
+  ansible-playbook -i "$inv" molecule/resources/prepare.yml >/dev/null
+  if [ "$what" != docker ]; then
+    # The site run needs the rig's base image and git repos on the host (not timed: not part of a deploy).
+    ansible-playbook -i "$inv" -e @inventories/local/group_vars/all.yml molecule/resources/prepare_comfyui_host.yml >/dev/null
+  fi
+}
+
+args=()
+[ "$what" != docker ] || args=(--tags docker)
+timed() {  # seconds of one site.yml run over the inventory
+  local s; s=$(date +%s%N)
+  ansible-playbook -i "$inv" --forks 10 -e @inventories/local/group_vars/all.yml playbooks/site.yml "${args[@]}" >/dev/null
+  python3 -c 'import sys; print(f"{(int(sys.argv[2]) - int(sys.argv[1])) / 1e9:.1f}")' "$s" "$(date +%s%N)"
+}
+
+case $what in
+  docker | site)
+    make_hosts 1
+    first=$(timed)
+    rerun=$(timed)
+    echo "$what (Debian 13 rig host): first converge $first s, re-run $rerun s," \
+      "re-run/first $(python3 -c "print(round(100 * $rerun / $first))")%"
+    ;;
+  fleet)
+    make_hosts 1
+    one=$(timed)
+    remove_hosts
+    make_hosts 3
+    three=$(timed)
+    rerun=$(timed)
+    echo "fleet (Debian 13 rig hosts, $(nproc) cores): first converge 1 host $one s, 3 hosts $three s" \
+      "(3 hosts/1 host $(python3 -c "print(round($three / $one, 2))")x), 3-host re-run $rerun s"
+    ;;
+  *) echo "usage: $0 docker|site|fleet" >&2; exit 2 ;;
+esac

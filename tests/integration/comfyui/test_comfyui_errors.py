@@ -2,13 +2,15 @@
 
 Runs the scenario's converge playbook through ansible-playbook against the converged molecule host.
 """
-import json
 import os
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from failure_support import assert_fails_cleanly as _assert_fails_cleanly  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
@@ -22,16 +24,7 @@ def fingerprint(host):
 
 
 def assert_fails_cleanly(host, extra_vars, *expected):
-    before = fingerprint(host)
-    cmd = ["ansible-playbook", "-i", INVENTORY, "--limit", host.backend.get_hostname(),
-           "-e", json.dumps(extra_vars), str(CONVERGE)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    out = res.stdout + res.stderr
-    assert res.returncode != 0, out
-    for text in expected:
-        assert text in out, out
-    assert "Traceback" not in out
-    assert fingerprint(host) == before
+    _assert_fails_cleanly(CONVERGE, host, fingerprint, extra_vars, expected)
 
 
 def test_unknown_device(host):

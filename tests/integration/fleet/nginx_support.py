@@ -1,6 +1,5 @@
 """Shared helpers of the fleet scenario's tests: host addresses, requests through the proxies, WebSockets."""
 import base64
-import json
 import os
 import random
 import socket
@@ -14,10 +13,11 @@ from pathlib import Path
 import testinfra
 
 TESTS = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(TESTS), str(TESTS / "contract")]
+sys.path[:0] = [str(TESTS), str(TESTS / "contract"), str(TESTS / "integration")]
 
 from contract_support import transcript_messages  # noqa: E402,F401
 from emulator_helpers import WSClient  # noqa: E402
+from failure_support import assert_fails_cleanly, run_playbook  # noqa: E402,F401
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 CONVERGE = TESTS.parent / "molecule" / "fleet" / "converge.yml"
@@ -83,14 +83,6 @@ def tls_ws(host_addr, port, path, auth=None, timeout=10):
 
 def client_id():
     return "nginx-test-" + uuid.uuid4().hex[:8]
-
-
-def converge(limit, extra_vars=None, timeout=900):
-    cmd = ["ansible-playbook", "-i", INVENTORY, "--limit", limit, str(CONVERGE)]
-    if extra_vars:
-        cmd += ["-e", json.dumps(extra_vars)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    return res.returncode, res.stdout + res.stderr
 
 
 def nginx_pids(h):
