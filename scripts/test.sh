@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Set up everything and run every test: lint, unit + contract + integration (pytest), then each
+# Set up everything and run every test: lint, unit + contract + integration (pytest), ansible-test sanity, then each
 # molecule scenario (check mode, converge, idempotence, verify). Prints each step's duration; any
 # failure fails the whole run.
 #   scripts/test.sh                 everything
-#   scripts/test.sh docker          only the named molecule scenario(s), after lint and pytest
+#   scripts/test.sh docker          only the named molecule scenario(s), after lint, pytest and sanity
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -26,6 +26,7 @@ step() {  # name command...
 
 step "ansible-lint" ansible-lint --offline -q
 step "pytest" python -m pytest -q tests
+step "ansible-test sanity" tests/sanity/run.sh
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || mapfile -t scenarios < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
 for s in "${scenarios[@]}"; do
