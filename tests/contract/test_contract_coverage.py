@@ -22,7 +22,7 @@ def covered_files():
     files = set()
     for path in sorted(HERE.glob("test_contract_*.py")):
         module = importlib.import_module(path.stem)
-        for _, function in inspect.getmembers(module, inspect.isfunction):
+        for function_name, function in inspect.getmembers(module, inspect.isfunction):
             for mark in getattr(function, "pytestmark", []):
                 if mark.name == "covers":
                     files.update(mark.args)
@@ -36,4 +36,3 @@ def test_every_recorded_json_file_is_covered():
 
 def test_covered_names_exist():
     assert {name for name in covered_files() if not (REFERENCE_DIR / name).is_file()} == set()
-

@@ -62,7 +62,7 @@ def test_fresh_run_message_order(emu):
 def test_identical_graph_is_answered_from_the_cache(emu):
     run_and_collect(emu, FRESH_GRAPH, "warm-up")  # makes the test independent of the one above
     client_id = load_transcript("ws_transcript_cached.jsonl")[0]["url"].split("clientId=")[1]
-    _, received = run_and_collect(emu, FRESH_GRAPH, client_id)
+    answer, received = run_and_collect(emu, FRESH_GRAPH, client_id)
     assert_matches_transcript(received, "ws_transcript_cached.jsonl")
     assert next(m for m in received if m["type"] == "execution_cached")["data"]["nodes"] == ["1", "2"]
     assert not (emu.root / "output" / "ref_ws_00002_.png").exists()

@@ -34,7 +34,7 @@ EXACT = {"prompt_error_unknown_class.json", "prompt_error_missing_input.json", "
          "models_checkpoints.json", "history_empty.json", "jobs_empty.json", "upload_image.json",
          "upload_image_subfolder_no_overwrite.json", "prompt_error_invalid_json.txt"}
 assert EXACT | set(SHAPE_MAPS) | {"object_info_excerpt.json", "internal_folder_paths.json", "root_index_head.txt",
-                                   "ws_transcript.jsonl"} == set(INDEX_FILES)
+                                  "ws_transcript.jsonl"} == set(INDEX_FILES)
 
 
 @pytest.fixture(scope="module")

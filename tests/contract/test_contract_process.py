@@ -37,7 +37,8 @@ def port_open(port):
     (["--verbose", "LOUD"], "main.py: error: argument --verbose: invalid choice: 'LOUD'"),
 ])
 def test_bad_flags_exit_2_with_usage_like_argparse(tree, flags, message):
-    result = subprocess.run(emulator_command(free_port(), flags), cwd=tree, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(emulator_command(free_port(), flags), cwd=tree,
+                            check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.startswith("usage: main.py [-h] [--listen [IP]] [--port PORT]")
     assert message in result.stderr
@@ -45,7 +46,8 @@ def test_bad_flags_exit_2_with_usage_like_argparse(tree, flags, message):
 
 
 def test_help_lists_the_server_flags(tree):
-    result = subprocess.run([sys.executable, "main.py", "--help"], cwd=tree, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([sys.executable, "main.py", "--help"], cwd=tree,
+                            check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     for flag in ("--listen", "--base-directory", "--extra-model-paths-config", "--database-url", "--enable-manager",
                  "--whitelist-custom-nodes", "--disable-api-nodes", "--cuda-device", "--normalvram", "--log-stdout"):
@@ -120,7 +122,7 @@ def test_base_directory_without_custom_nodes_crashes(tmp_path, tree):
     base = tmp_path / "base1"
     base.mkdir()
     result = subprocess.run(emulator_command(free_port(), ["--base-directory", base]), cwd=tree,
-                            capture_output=True, text=True, timeout=30)
+                            check=False, capture_output=True, text=True, timeout=30)
     recorded = (REFERENCE_DIR / "logs" / "startup_v0.33.0_base_directory_missing_custom_nodes.log").read_text()
     assert result.returncode == 1
     assert recorded.splitlines()[0].replace("/opt/comfyui/base1", str(base)) in result.stderr

@@ -31,14 +31,14 @@ def playbook(tmp_path, args, check=False, diff=False, callback="ansible.posix.js
     cmd += ["--check"] if check else []
     cmd += ["--diff"] if diff else []
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK=callback, ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=240)
     if callback != "ansible.posix.json":
         return proc.returncode, None, proc.stdout
     try:
         tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
     except (ValueError, KeyError, IndexError):
         pytest.fail("ansible-playbook gave no JSON result (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout,
-                                                                            proc.stderr))
+                                                                               proc.stderr))
     return proc.returncode, tasks[0]["hosts"]["localhost"], proc.stdout
 
 

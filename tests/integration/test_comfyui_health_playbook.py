@@ -43,12 +43,12 @@ def playbook(tmp_path, variables, check=False):
     if check:
         cmd.append("--check")
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=240)
     try:
         tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
     except (ValueError, KeyError, IndexError):
         pytest.fail("ansible-playbook gave no JSON result (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout,
-                                                                            proc.stderr))
+                                                                               proc.stderr))
     failures = [t["hosts"]["localhost"]["msg"] for t in tasks if t["hosts"]["localhost"].get("failed")]
     return proc.returncode, tasks[0]["hosts"]["localhost"], failures
 

@@ -35,12 +35,12 @@ def run_playbook(playbook, variables, tmp_path, timeout=240, inventory="localhos
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, "--forks", "12",
            "-e", "ansible_python_interpreter=" + sys.executable, "-e", "@" + str(vars_file), str(playbook)]
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=timeout)
     try:
         plays = json.loads(proc.stdout)["plays"]
     except (ValueError, KeyError, IndexError):
         pytest.fail("ansible-playbook gave no JSON result (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout,
-                                                                            proc.stderr))
+                                                                               proc.stderr))
     return proc.returncode, {t["task"]["name"]: t["hosts"] for play in plays for t in play["tasks"]}
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ def converge(host, extra_vars=None, verbose=False):
         cmd.append("-v")
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
     return res.returncode, res.stdout + res.stderr
 
 
@@ -76,7 +75,7 @@ def test_data_dirs_and_mounts(host):
 def test_per_instance_database(host):
     for name in INSTANCES:
         argv = get_json(host, INSTANCES[name], "/system_stats")["system"]["argv"]
-        assert f"sqlite:////opt/comfyui/user/comfyui.db" in argv
+        assert "sqlite:////opt/comfyui/user/comfyui.db" in argv
         assert "--cpu" in argv and "--enable-manager" in argv
 
 
@@ -188,7 +187,8 @@ def test_model_download_interrupted_then_resumed_by_the_role(host):
     # An interrupted run (no retries): the bytes received stay in the partial file, the model is not in place.
     args = json.dumps(dict(model, models_dir=f"{DATA}/models", retries=0))
     res = subprocess.run(["ansible", "-i", INVENTORY, host.backend.get_hostname(), "-m",
-                          "comfyops.comfyui.comfyui_model", "-a", args], capture_output=True, text=True, timeout=300)
+                          "comfyops.comfyui.comfyui_model", "-a", args],
+                         check=False, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0, res.stdout
     assert host.file(f"{DATA}/models/checkpoints/tiny.safetensors.partial").size == 1000000
     assert not host.file(f"{DATA}/models/checkpoints/tiny.safetensors").exists

@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
 import testinfra.utils.ansible_runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

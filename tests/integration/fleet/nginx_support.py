@@ -15,9 +15,7 @@ import testinfra
 TESTS = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(TESTS), str(TESTS / "contract"), str(TESTS / "integration")]
 
-from contract_support import transcript_messages  # noqa: E402,F401
 from emulator_helpers import WSClient  # noqa: E402
-from failure_support import assert_fails_cleanly, run_playbook  # noqa: E402,F401
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 CONVERGE = TESTS.parent / "molecule" / "fleet" / "converge.yml"

@@ -12,7 +12,8 @@ import pytest
 import requests
 import urllib3
 from nginx_support import (AUTH, PROVIDED_CERT, PROXY_PATHS, SELFSIGNED_CERT, WSClient, address, client_id, finished,
-                           graph, host, nginx_pids, tls_ws, transcript_messages, wait_history)
+                           graph, host, nginx_pids, tls_ws, wait_history)
+from contract_support import transcript_messages  # after nginx_support: it sets sys.path
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
@@ -74,7 +75,7 @@ def test_same_client_lands_on_the_same_instance():
     prompt_id = r.json()["prompt_id"]
     wait_history(s, LOCAL, prompt_id)
     # New connections each time: only the hash on the client address keeps them on the instance with the history.
-    for _ in range(8):
+    for attempt in range(8):
         assert prompt_id in requests.get(f"{LOCAL}history/{prompt_id}", timeout=10).json()
 
 
@@ -194,21 +195,21 @@ def test_proxy_sticky_over_three_instances(proxy):
     r = proxy.post(f"{REMOTE}prompt", json={"prompt": graph()}, timeout=10)
     prompt_id = r.json()["prompt_id"]
     wait_history(proxy, REMOTE, prompt_id)
-    for _ in range(8):
+    for attempt in range(8):
         assert prompt_id in requests.get(f"{REMOTE}history/{prompt_id}", auth=AUTH, verify=False, timeout=10).json()
 
 
 def test_prompt_rate_limit(proxy):
     time.sleep(1.5)
-    codes = [proxy.post(f"{REMOTE}prompt", json={"prompt": {}}, timeout=10).status_code for _ in range(20)]
+    codes = [proxy.post(f"{REMOTE}prompt", json={"prompt": {}}, timeout=10).status_code for request_number in range(20)]
     assert 429 in codes and 400 in codes, codes  # 400: ComfyUI's own answer to an empty graph
-    assert all(proxy.get(f"{REMOTE}queue", timeout=10).status_code == 200 for _ in range(20))
+    assert all(proxy.get(f"{REMOTE}queue", timeout=10).status_code == 200 for request_number in range(20))
 
 
 def test_dead_instance_is_skipped():
     GPU0.check_output("docker stop -t 5 comfyui-cpu1")
     try:
-        assert all(requests.get(f"{LOCAL}system_stats", timeout=10).status_code == 200 for _ in range(6))
+        assert all(requests.get(f"{LOCAL}system_stats", timeout=10).status_code == 200 for request_number in range(6))
     finally:
         GPU0.check_output("docker start comfyui-cpu1")
         GPU0.run_expect([0], "for i in $(seq 60); do curl -fs http://127.0.0.1:8189/system_stats >/dev/null && exit 0; "

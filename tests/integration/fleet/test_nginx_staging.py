@@ -3,8 +3,8 @@
 Re-runs the scenario's converge playbook on fleet-proxy only (it runs no ComfyUI, so the runs are short).
 """
 import requests
-from nginx_support import (AUTH, CONVERGE, address, assert_fails_cleanly, host, nginx_master_and_workers, nginx_pids,
-                           run_playbook)
+from nginx_support import AUTH, CONVERGE, address, host, nginx_master_and_workers, nginx_pids
+from failure_support import assert_fails_cleanly, run_playbook  # after nginx_support: it sets sys.path
 
 PROXY = host("fleet-proxy")
 P = address("fleet-proxy")
