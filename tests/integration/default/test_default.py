@@ -101,6 +101,24 @@ def started(host, name):
     return host.check_output("docker inspect -f '{{.State.StartedAt}}' %s", name)
 
 
+def test_site_verify_tag_checks_the_running_stack_without_converging(host):
+    before = {n: started(host, n) for n in INSTANCES}
+    rc, out = playbook("site", "--tags", "verify")
+    assert rc == 0, out
+    assert "TASK [Check every instance directly]" in out and "TASK [Check the proxy paths]" in out, out
+    assert "TASK [comfyops.comfyui." not in out  # no role ran
+    assert {n: started(host, n) for n in INSTANCES} == before
+    # an instance that is down fails the check, by name
+    host.check_output("docker stop -t 5 comfyui-cpu1")
+    try:
+        rc, out = playbook("site", "--tags", "verify", "-e", "comfyops_verify_timeout=3")
+        assert rc != 0 and "comfyui-cpu1" in out, out
+    finally:
+        host.check_output("docker start comfyui-cpu1")
+    rc, out = playbook("site", "--tags", "verify")
+    assert rc == 0, out
+
+
 def test_restart_playbook_restarts_only_the_named_instance(host):
     before = {n: started(host, n) for n in INSTANCES}
     rc, out = playbook("restart", "-e", json.dumps({"comfyui_restart_instances": ["comfyui-cpu1"]}))
