@@ -12,4 +12,5 @@ command -v debootstrap >/dev/null && command -v apt-ftparchive >/dev/null && com
 "$here/docker-repo.sh"
 "$here/nvidia-repo.sh"
 "$here/pypi.sh"
+"$here/upstream.sh"
 "$here/serve.sh"
