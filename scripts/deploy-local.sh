@@ -15,7 +15,7 @@ if [ "${1:-}" = "--destroy" ]; then
 fi
 ansible-playbook -i inventories/local scripts/rig/local-host.yml
 ansible-playbook -i inventories/local molecule/resources/prepare.yml
-ansible-playbook -i inventories/local molecule/resources/prepare_comfyui_host.yml
+ansible-playbook -i inventories/local molecule/resources/prepare_comfyui_host.yml -e rig_comfyui=upstream
 ansible-playbook -i inventories/local playbooks/site.yml "$@"
 ansible-playbook -i inventories/local playbooks/status.yml
 url=$(docker exec comfyops-local python3 -c 'import json; print(json.load(open("/etc/ansible/facts.d/comfyops.fact"))["nginx"]["url"])')

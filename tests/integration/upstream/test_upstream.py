@@ -14,7 +14,7 @@ import testinfra.utils.ansible_runner
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
 ROOT = Path(__file__).resolve().parents[3]
-AUTH = "operator:default scenario secret"
+AUTH = "operator:upstream scenario secret"
 PROXY = "https://127.0.0.1/comfyui/"
 INSTANCES = ["comfyui-cpu0", "comfyui-cpu1"]
 
@@ -51,16 +51,16 @@ def test_ui_and_api_through_the_proxy(host):
 
 def test_a_prompt_runs_through_the_proxy(host):
     graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 4242}},
-             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "default_scenario"}}}
+             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "upstream_scenario"}}}
     args = json.dumps({"url": PROXY, "workflow": graph, "dest": "/root/outputs", "url_username": "operator",
-                       "url_password": "default scenario secret", "validate_certs": False, "job_timeout": 120})
-    res = subprocess.run(["ansible", "-i", INVENTORY, "default-debian13", "-m", "comfyops.comfyui.comfyui_workflow",
+                       "url_password": "upstream scenario secret", "validate_certs": False, "job_timeout": 120})
+    res = subprocess.run(["ansible", "-i", INVENTORY, "upstream-debian13", "-m", "comfyops.comfyui.comfyui_workflow",
                           "-a", args], check=False, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "progress_via: websocket" in res.stdout, res.stdout  # /ws upgraded through NGINX
-    assert "default scenario secret" not in res.stdout
+    assert "upstream scenario secret" not in res.stdout
     outputs = host.check_output("ls /srv/comfyui/output").split()
-    assert any(name.startswith("default_scenario") and name.endswith(".png") for name in outputs), outputs
+    assert any(name.startswith("upstream_scenario") and name.endswith(".png") for name in outputs), outputs
     assert host.check_output("ls /root/outputs").endswith(".png")
 
 
@@ -80,22 +80,22 @@ def test_ten_concurrent_runs_through_the_proxy_lose_nothing(host):
 def test_state_records_the_endpoints(host):
     state = json.loads(host.file("/etc/ansible/facts.d/comfyops.fact").content_string)
     assert [i["name"] for i in state["comfyui"]["instances"]] == INSTANCES
-    assert state["nginx"]["url"] == "https://default-debian13/comfyui/"
+    assert state["nginx"]["url"] == "https://upstream-debian13/comfyui/"
     assert [i["url"] for i in state["nginx"]["instances"]] == [
-        "https://default-debian13/comfyui/cpu0/", "https://default-debian13/comfyui/cpu1/"]
+        "https://upstream-debian13/comfyui/cpu0/", "https://upstream-debian13/comfyui/cpu1/"]
     assert host.file("/etc/ansible/facts.d/comfyops.fact").mode == 0o644
-    assert "default scenario secret" not in host.file("/etc/ansible/facts.d/comfyops.fact").content_string
+    assert "upstream scenario secret" not in host.file("/etc/ansible/facts.d/comfyops.fact").content_string
 
 
 def test_status_playbook_shows_a_table(host):
     rc, out = playbook("status", "-e", "status_url_username=operator",
-                       "-e", "status_url_password='default scenario secret'", "-e", "status_validate_certs=false")
+                       "-e", "status_url_password='upstream scenario secret'", "-e", "status_validate_certs=false")
     assert rc == 0, out
     flat = " ".join(out.split())  # the YAML callback folds long lines at spaces
     for n, name in enumerate(INSTANCES):
-        assert f"{name} http://127.0.0.1:{8188 + n} https://default-debian13/comfyui/cpu{n}/ healthy" in flat, out
+        assert f"{name} http://127.0.0.1:{8188 + n} https://upstream-debian13/comfyui/cpu{n}/ healthy" in flat, out
     assert "node pack ComfyUI-LTXVideo" in flat
-    assert "https://default-debian13/comfyui/ healthy" in flat and "UNHEALTHY" not in flat, out
+    assert "https://upstream-debian13/comfyui/ healthy" in flat and "UNHEALTHY" not in flat, out
 
 
 def started(host, name):
@@ -110,7 +110,7 @@ def test_site_verify_tag_checks_the_running_stack_without_converging(host):
     # of the roles only Ansible's argument validation runs (it is tagged `always`), and nothing changes
     role_tasks = re.findall(r"TASK \[(comfyops\.comfyui\.\w+ : [^\]]+)\]", out)
     assert role_tasks and all(" : Validating arguments against arg spec " in t for t in role_tasks), role_tasks
-    assert re.search(r"default-debian13 +: ok=\d+ +changed=0 ", out), out
+    assert re.search(r"upstream-debian13 +: ok=\d+ +changed=0 ", out), out
     assert {n: started(host, n) for n in INSTANCES} == before
     # an instance that is down fails the check, by name
     host.check_output("docker stop -t 5 comfyui-cpu1")
