@@ -98,9 +98,33 @@ options:
         aliases: [requirements]
   custom_nodes_dir:
     description:
-      - The host directory that is mounted as ComfyUI's C(custom_nodes) in the containers. Created when missing.
+      - In-place mode, for ComfyUI installs that mount one shared C(custom_nodes) directory read-write. The host
+        directory that is mounted as ComfyUI's C(custom_nodes) in the containers. Created when missing.
+      - Exactly one of O(custom_nodes_dir) and O(store_dir) is required.
     type: path
-    required: true
+  store_dir:
+    description:
+      - Store mode, which the comfyui role uses. Each pack commit is cloned into its own directory
+        C(<store_dir>/<name>/<commit>) (a staging clone renamed into place) and never changed afterwards; the
+        caller mounts the entries read-only into the containers and switches them with
+        M(comfyops.comfyui.comfyui_rollout), so a new commit never touches what is live.
+      - Nothing is restarted, installed with pip or verified in this mode: O(containers) and O(urls) must be empty.
+      - What a tag or branch resolved to is kept in C(<store_dir>/state.json), so a re-run uses no network; one
+        lock per pack keeps two hosts on one shared store from cloning the same commit at once.
+    type: path
+    version_added: "0.2.0"
+  requirements_dir:
+    description:
+      - Store mode only. Directory that receives a copy of each enabled pack's C(requirements.txt) as
+        C(<name>.txt) (stale copies are removed), for an image build that installs them.
+    type: path
+    version_added: "0.2.0"
+  lock_timeout:
+    description:
+      - Store mode only. Seconds to wait for another run holding a pack's lock before failing with who holds it.
+    type: float
+    default: 600
+    version_added: "0.2.0"
   state_dir:
     description:
       - Directory for the state file (C(state.json)), the staging clones (C(staging/)) and the trees kept for
@@ -377,6 +401,7 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.custom_nodes impo
     CustomNodeError,
     NodeManager,
 )
+from ansible_collections.comfyops.comfyui.plugins.module_utils.pack_store import PackStore
 
 
 def _id(value, lookup, attr, what):
@@ -389,6 +414,31 @@ def _id(value, lookup, attr, what):
         return getattr(lookup(value), attr)
     except KeyError:
         raise ValueError("%s %r does not exist on the host" % (what, value))
+
+
+def _run_store(module):
+    p = module.params
+    for option in ("containers", "urls"):
+        if p[option]:
+            module.fail_json(msg="%s is not used with store_dir: comfyops.comfyui.comfyui_rollout switches the "
+                                 "instances to the stored packs" % option)
+    if p["state_dir"]:
+        module.fail_json(msg="state_dir is not used with store_dir (the store keeps its own state.json)")
+
+    def run(argv):
+        return module.run_command(argv, environ_update={"GIT_TERMINAL_PROMPT": "0"})
+
+    try:
+        result = PackStore(p, run, check_mode=module.check_mode).run()
+    except ValueError as e:
+        module.fail_json(msg=str(e))
+    except CustomNodeError as e:
+        module.fail_json(msg=e.message, **e.result)
+    except OSError as e:
+        module.fail_json(msg="comfyui_custom_node: %s" % e)
+    if not module._diff:
+        result.pop("diff")
+    module.exit_json(**result)
 
 
 def main():
@@ -404,7 +454,10 @@ def main():
     )
     argument_spec = dict(
         packs=dict(type="list", elements="dict", required=True, options=pack_options),
-        custom_nodes_dir=dict(type="path", required=True),
+        custom_nodes_dir=dict(type="path"),
+        store_dir=dict(type="path"),
+        requirements_dir=dict(type="path"),
+        lock_timeout=dict(type="float", default=600.0),
         state_dir=dict(type="path"),
         containers=dict(type="list", elements="str", default=[]),
         urls=dict(type="list", elements="str", default=[]),
@@ -420,8 +473,12 @@ def main():
         git_bin=dict(type="str", default="git"),
     )
     argument_spec.update(comfyui_http_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_one_of=[("custom_nodes_dir", "store_dir")],
+                           mutually_exclusive=[("custom_nodes_dir", "store_dir")])
     p = module.params
+    if p["store_dir"]:
+        _run_store(module)
 
     if p["wait_timeout"] < 0:
         module.fail_json(msg="wait_timeout must be >= 0, got %s" % p["wait_timeout"])

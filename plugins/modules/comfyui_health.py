@@ -36,6 +36,8 @@ options:
     description:
       - Instances to probe. Each item is either a base URL or a dictionary with C(url) and an optional C(name)
         (used in messages and results; defaults to the host, port and path of the URL). Names must be unique.
+      - The instance records the comfyui role keeps (C(ansible_local.comfyops.comfyui.instances)) are accepted as
+        they are; their other fields (C(gpu), C(port), C(bind_address), C(internal_url), C(suffix)) are ignored.
     type: list
     elements: raw
   expected_classes:
@@ -246,6 +248,7 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api impor
     shared_context,
     wait_until,
 )
+from ansible_collections.comfyops.comfyui.plugins.module_utils.instances import RECORD_FIELDS
 
 CHECKS = ("ui", "system_stats", "object_info", "queue", "models")
 MIB = 1024 * 1024
@@ -261,9 +264,11 @@ def normalize_instances(url, instances):
         if isinstance(item, str):
             name, base = None, item
         elif isinstance(item, dict):
-            unknown = sorted(set(item) - {"name", "url"})
+            # instance records (module_utils/instances.py) are accepted as they are
+            unknown = sorted(set(item) - {"name", "url"} - set(RECORD_FIELDS))
             if unknown:
-                raise ValueError("instances[%d]: unknown key(s) %s (allowed: name, url)" % (pos, ", ".join(unknown)))
+                raise ValueError("instances[%d]: unknown key(s) %s (allowed: name, url and the other fields of an "
+                                 "instance record)" % (pos, ", ".join(unknown)))
             name, base = item.get("name"), item.get("url")
         else:
             raise ValueError("instances[%d]: expected a URL or a dict with name and url, got %r" % (pos, item))

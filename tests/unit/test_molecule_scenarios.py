@@ -9,8 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p.parent for p in (ROOT / "molecule").glob("*/molecule.yml"))
 
 
-def test_the_scenarios_ci_runs_include_default_and_fleet():
-    assert {"default", "fleet"} <= {s.name for s in SCENARIOS}
+def test_the_scenarios_ci_runs_include_upstream_and_fleet():
+    assert {"upstream", "fleet"} <= {s.name for s in SCENARIOS}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)

@@ -291,7 +291,7 @@ def test_sub_path_url_behind_a_proxy(run_module, comfy):
     ({"instances": []}, "instances must not be empty"),
     ({"url": "127.0.0.1:8188"}, "instances[0]: not an http(s) URL with a host: '127.0.0.1:8188'"),
     ({"instances": [{"name": "a"}]}, "instances[0]: not an http(s) URL with a host: None"),
-    ({"instances": [{"url": "http://a", "port": 1}]}, "instances[0]: unknown key(s) port (allowed: name, url)"),
+    ({"instances": [{"url": "http://a", "colour": 1}]}, "instances[0]: unknown key(s) colour (allowed: name, url"),
     ({"instances": [5]}, "instances[0]: expected a URL or a dict with name and url, got 5"),
     ({"instances": ["http://a:1", "http://a:1"]}, "instance names must be unique; repeated: a:1 (give each a name)"),
     ({"url": "http://a", "wait_timeout": -1}, "wait_timeout must be >= 0, got -1.0"),
