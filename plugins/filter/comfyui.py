@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: comfyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""comfyui_instances: the instance records of one host (module_utils/instances.py owns them)."""
+"""comfyui_instances: the instance records of one host (module_utils/instances.py owns them); comfyui_list: a list
+variable as an operator types it on the command line."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.comfyops.comfyui.plugins.module_utils.instances import RecordError, instances
+from ansible_collections.comfyops.comfyui.plugins.module_utils.instances import RecordError, instances, to_list
 
 
 def comfyui_instances(settings):
@@ -58,6 +59,14 @@ def comfyui_instances(settings):
         raise AnsibleFilterError("comfyui role: %s" % e)
 
 
+def comfyui_list(value, variable="value"):
+    """A list from a list or a comma-separated string (-e comfyui_restart_instances=comfyui-gpu0,comfyui-gpu1)."""
+    try:
+        return to_list(value, variable)
+    except RecordError as e:
+        raise AnsibleFilterError(str(e))
+
+
 class FilterModule(object):
     def filters(self):
-        return {"comfyui_instances": comfyui_instances}
+        return {"comfyui_instances": comfyui_instances, "comfyui_list": comfyui_list}
