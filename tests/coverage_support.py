@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-FLOOR = 90.0
+FLOOR = 91.0  # measured 91.7 % (2026-12-01, 551 tests); raise it as coverage grows
 _DESELECTED = pytest.StashKey()
 
 

@@ -189,7 +189,7 @@ def test_history_success_outputs():
     entry = next(iter(ref("history_prompt.json").values()))
     assert _history_outcome(entry)[0] == "success"
     assert _output_files(entry["outputs"]) == [dict(node_id="2", kind="images", filename="ref_plain_00001_.png",
-                                                   subfolder="", type="output")]
+                                                    subfolder="", type="output")]
     assert _output_files({"9": {"images": [{"filename": "p.png", "type": "temp"}], "text": ["x"]}}) == []
     assert _output_files({"9": {"images": [{"filename": "p.png", "type": "temp"}]}}, types=("temp",))[0]["kind"] \
         == "images"
