@@ -8,8 +8,8 @@ optionally after --build-ms (real ComfyUI builds the answer for 0.17-0.26 s, blo
 Then, taking turns N times, measures:
   * raw:        GET /object_info with plain urllib, body read, no parsing
   * raw+parse:  the same plus json.loads
-  * probe:      comfyui_health's probe of one instance, in-process (wait + /, /system_stats, /object_info,
-                /queue, /models/<folder>), expecting the 78 LTXVideo-like classes
+  * probe:      comfyui_health's probe of one instance (module_utils/health_probe.py), in-process (wait + /,
+                /system_stats, /object_info, /queue, /models/<folder>), expecting the 78 LTXVideo-like classes
   * ansible:    (--ansible) wall time of a whole `ansible-playbook` run of the module on localhost
                 (mostly Ansible's own start-up and AnsiballZ)
 and prints median / p95 / min wall time, the median CPU time of this process, and the probe's overhead.
@@ -45,8 +45,8 @@ def import_collection():
         LINK.parent.mkdir(parents=True, exist_ok=True)
         LINK.symlink_to(ROOT, target_is_directory=True)
     sys.path.insert(0, str(COLLECTIONS))
-    from ansible_collections.comfyops.comfyui.plugins.modules import comfyui_health
-    return comfyui_health
+    from ansible_collections.comfyops.comfyui.plugins.module_utils import health_probe
+    return health_probe
 
 
 def expected_classes():
@@ -166,7 +166,7 @@ def main():
     parser.add_argument("--ansible-runs", type=int, default=5)
     opts = parser.parse_args()
 
-    comfyui_health = import_collection()
+    health_probe = import_collection()
     classes = expected_classes()
     use_emulator = not opts.static and (ROOT / "tests" / "emulator_helpers.py").exists()
     with tempfile.TemporaryDirectory(prefix="health-bench-") as workdir:
@@ -187,7 +187,7 @@ def main():
             http = dict(headers={}, validate_certs=True, ca_path=None, timeout=30.0, use_proxy=False)
 
             def probe():
-                (result,) = comfyui_health.probe_instances([("bench", url)], spec, http)
+                (result,) = health_probe.probe_instances([("bench", url)], spec, http)
                 # the model file is absent on purpose (one more request); everything else must pass
                 assert result["problems"] == ["models missing: checkpoints/bench.safetensors"], result["problems"]
 

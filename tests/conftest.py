@@ -2,6 +2,8 @@
 
 Ansible modules import their shared code by its collection path, so the tests see the repo
 through a symlink under .ansible/collections (ignored by git, the same path ansible.cfg uses).
+The run fails when a test leaves a process or a test host container behind (tests/leftovers.py); coverage of
+plugins/ follows modules into ansible-playbook runs and has a floor (tests/coverage_support.py).
 """
 import os
 import sys
@@ -16,6 +18,8 @@ if not LINK.exists():
     LINK.symlink_to(ROOT, target_is_directory=True)
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
+
+pytest_plugins = ["leftovers", "coverage_support"]
 
 # Testinfra suites in tests/integration/<scenario>/ run inside `molecule verify`, against its hosts.
 if not os.environ.get("MOLECULE_INVENTORY_FILE"):

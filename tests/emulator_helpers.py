@@ -13,7 +13,12 @@ tests/fixtures/node_packs, or absolute paths) to <workdir>/ComfyUI, starts
 ``python main.py --listen 127.0.0.1 --port P --cpu <args>`` there with stdout+stderr going to
 <workdir>/comfyui.log, waits until GET / answers 200, and yields an Emulator with .url, .port,
 .process, .log_path and .root. On exit it sends SIGINT (a clean "Stopped server" exit) and kills
-the process if it has not stopped after 10 s.
+the process if it has not stopped after 10 s; either way the process is reaped.
+
+Every emulator starts through popen(), which gives the child SIGINT's default action whatever this
+process inherited: a shell starts background jobs (`nohup scripts/test.sh &`) with SIGINT ignored,
+exec keeps that, and the emulator, like ComfyUI, would then never stop on SIGINT. Code that starts
+an emulator by hand stops it with stop_process() in a `finally`.
 
 Also here: free_port(), http_request() (plain http.client, returns the status for 4xx/5xx
 instead of raising), encode_multipart(), and WSClient, a minimal RFC 6455 client for /ws.
@@ -239,14 +244,19 @@ class Emulator:
 
     def stop(self, sig=signal.SIGINT, timeout=10):
         """Signal the process and wait; kills it after timeout. Returns the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
-        return self.process.returncode
+        return stop_process(self.process, sig, timeout)
+
+
+def stop_process(process, sig=signal.SIGINT, timeout=10):
+    """Signal process and reap it; SIGKILL if it has not exited after timeout. Returns the exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def prepare_tree(workdir, custom_nodes=(), version=None):
@@ -270,10 +280,20 @@ def emulator_command(port, args=(), cpu=True):
         + (["--cpu"] if cpu else []) + [str(a) for a in args]
 
 
-def spawn(root, command, log_path, env=None):
+def _default_sigint():
+    # runs in the child between fork and exec: an ignored SIGINT would survive exec, a default one does
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def popen(command, env=None, **kwargs):
+    """subprocess.Popen for an emulator: SIGINT at its default action in the child, env added to os.environ."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+    return subprocess.Popen(command, env=full_env, preexec_fn=_default_sigint, **kwargs)
+
+
+def spawn(root, command, log_path, env=None):
     with open(log_path, "wb") as log:
-        return subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        return popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def wait_ready(url, process, log_path, timeout):

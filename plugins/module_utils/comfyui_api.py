@@ -22,7 +22,7 @@ from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import Request, make_context
 
 USER_AGENT = "ansible-comfyops-comfyui"
-BODY_EXCERPT_CHARS = 300
+_BODY_EXCERPT_CHARS = 300
 
 
 def comfyui_http_argument_spec():
@@ -95,7 +95,7 @@ class Response:
             )
 
 
-def excerpt(body, limit=BODY_EXCERPT_CHARS):
+def excerpt(body, limit=_BODY_EXCERPT_CHARS):
     """A short, single-line, printable view of a response body for error messages."""
     if isinstance(body, bytes):
         body = body[: limit * 4].decode("utf-8", errors="replace")
@@ -103,12 +103,12 @@ def excerpt(body, limit=BODY_EXCERPT_CHARS):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def path_segment(value):
+def _path_segment(value):
     """Quote one URL path segment: class names contain spaces ("Set VAE Decoder Noise") and may contain '/'."""
     return quote(str(value), safe="")
 
 
-def join_url(base_url, path):
+def _join_url(base_url, path):
     """Append path to base_url keeping any sub-path of the base (a proxy's /comfyui/gpu0/).
 
     urljoin would drop the last segment of a base without a trailing slash, so join by hand.
@@ -142,7 +142,7 @@ def _plain_http_context():
         return _CONTEXTS["plain"]
 
 
-REDIRECTS = (301, 302, 303, 307, 308)
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class ComfyUIClient:
@@ -197,7 +197,7 @@ class ComfyUIClient:
         )
 
     def url(self, path):
-        return join_url(self.base_url, path)
+        return _join_url(self.base_url, path)
 
     def request(self, method, path, data=None, headers=None, timeout=None):
         """Send one request and read the whole answer; any non-2xx or transport error is a ComfyUIError."""
@@ -243,7 +243,7 @@ class ComfyUIClient:
             raise ComfyUIError("%s %s: %s" % (method, url, str(e) or type(e).__name__), url=url)
         finally:
             conn.close()
-        if resp.status in REDIRECTS:
+        if resp.status in _REDIRECTS:
             return None
         if resp.status >= 400:
             raise ComfyUIError("%s %s: HTTP %s: %s" % (method, url, resp.status, excerpt(body) or resp.reason),
@@ -264,11 +264,11 @@ class ComfyUIClient:
 
     def object_info(self, class_name=None, timeout=None):
         """All classes, or one; an unknown class is 200 with {} (test for the key, not the status)."""
-        path = "/object_info" if class_name is None else "/object_info/" + path_segment(class_name)
+        path = "/object_info" if class_name is None else "/object_info/" + _path_segment(class_name)
         return self.get_json(path, timeout=timeout)
 
     def models(self, folder, timeout=None):
-        return self.get_json("/models/" + path_segment(folder), timeout=timeout)
+        return self.get_json("/models/" + _path_segment(folder), timeout=timeout)
 
 
 def basic_auth(username, password):

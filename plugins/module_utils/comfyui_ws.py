@@ -19,10 +19,10 @@ import struct
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-MAX_MESSAGE = 64 * 1024 * 1024
-MAX_HEADER = 64 * 1024
+_MAX_MESSAGE = 64 * 1024 * 1024
+_MAX_HEADER = 64 * 1024
 
 
 class WebSocketError(Exception):
@@ -96,7 +96,7 @@ class WebSocket:
                 if not chunk:
                     raise WebSocketError("connection closed during the WebSocket handshake")
                 buf += chunk
-                if len(buf) > MAX_HEADER:
+                if len(buf) > _MAX_HEADER:
                     raise WebSocketError("WebSocket handshake answer too large")
             head, _sep, rest = buf.partition(b"\r\n\r\n")
             status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -107,7 +107,7 @@ class WebSocket:
             for line in header_lines:
                 name, _sep, value = line.partition(":")
                 answer[name.strip().lower()] = value.strip()
-            expected = base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
+            expected = base64.b64encode(hashlib.sha1((key + _GUID).encode("ascii")).digest()).decode("ascii")
             if answer.get("sec-websocket-accept") != expected:
                 raise WebSocketError("WebSocket handshake: bad Sec-WebSocket-Accept")
             if "websocket" not in answer.get("upgrade", "").lower():
@@ -158,7 +158,7 @@ class WebSocket:
                 return None
             length = struct.unpack(">Q", bytes(buf[2:10]))[0]
             pos = 10
-        if length > MAX_MESSAGE:
+        if length > _MAX_MESSAGE:
             raise WebSocketError("WebSocket frame of %d bytes is too large" % length)
         mask = None
         if b2 & 0x80:  # servers must not mask, but accept it

@@ -10,7 +10,7 @@ import re
 
 # The exact field list of the reference capture (tests/fixtures/reference/nvidia-smi/nvidia-smi-query.csv),
 # so the fixture is a real sample of the command this collection runs.
-QUERY_FIELDS = (
+_QUERY_FIELDS = (
     "index",
     "uuid",
     "name",
@@ -26,12 +26,12 @@ QUERY_FIELDS = (
 
 
 def query_args():
-    return ["--query-gpu=" + ",".join(QUERY_FIELDS), "--format=csv,noheader,nounits"]
+    return ["--query-gpu=" + ",".join(_QUERY_FIELDS), "--format=csv,noheader,nounits"]
 
 
 # Printed when nvidia-smi exists but there is nothing to query: the host simply has no usable GPU.
 # Anything else that fails (e.g. "Driver/library version mismatch", needing a reboot) is a real error.
-NO_GPU_MESSAGES = (
+_NO_GPU_MESSAGES = (
     "couldn't communicate with the NVIDIA driver",
     "No devices were found",
     "couldn't find libnvidia-ml.so",
@@ -63,17 +63,17 @@ def _int(value, field, lineno):
 
 
 def parse_query_gpu(text):
-    """Parse `--query-gpu=<QUERY_FIELDS> --format=csv,noheader,nounits` into a list of GPU dicts."""
+    """Parse `--query-gpu=<_QUERY_FIELDS> --format=csv,noheader,nounits` into a list of GPU dicts."""
     gpus = []
     lines = [line for line in text.splitlines() if line.strip()]
     # nvidia-smi separates with ", " and never quotes; GPU names contain no commas.
     for lineno, row in enumerate(csv.reader(lines, skipinitialspace=True), start=1):
-        if len(row) != len(QUERY_FIELDS):
+        if len(row) != len(_QUERY_FIELDS):
             raise NvidiaSmiParseError(
                 "line %d: expected %d fields (%s), got %d: %r"
-                % (lineno, len(QUERY_FIELDS), ",".join(QUERY_FIELDS), len(row), lines[lineno - 1])
+                % (lineno, len(_QUERY_FIELDS), ",".join(_QUERY_FIELDS), len(row), lines[lineno - 1])
             )
-        f = dict(zip(QUERY_FIELDS, row))
+        f = dict(zip(_QUERY_FIELDS, row))
         index = _int(f["index"], "index", lineno)
         if index is None:
             raise NvidiaSmiParseError("line %d: no GPU index: %r" % (lineno, lines[lineno - 1]))
@@ -118,6 +118,6 @@ def split_warnings(text):
 def no_gpu_reason(output):
     """The line explaining why there is no GPU, when the output is one of the known "no GPU" messages."""
     for line in (output or "").splitlines():
-        if any(msg.lower() in line.lower() for msg in NO_GPU_MESSAGES):
+        if any(msg.lower() in line.lower() for msg in _NO_GPU_MESSAGES):
             return line.strip()
     return None

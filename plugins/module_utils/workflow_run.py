@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import struct
 import time
 import uuid
 from urllib.parse import urlencode
@@ -26,8 +25,9 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_ws import
     WebSocketTimeout,
     ws_url,
 )
+from ansible_collections.comfyops.comfyui.plugins.module_utils.media_probe import media_info
 
-TRANSIENT_STATUSES = (502, 503, 504)
+_TRANSIENT_STATUSES = (502, 503, 504)
 
 
 class WorkflowError(Exception):
@@ -76,21 +76,21 @@ def load_graph(workflow=None, workflow_path=None):
     return copy.deepcopy(workflow)
 
 
-def node_title(node):
+def _node_title(node):
     meta = node.get("_meta")
     return meta.get("title") if isinstance(meta, dict) else None
 
 
-def find_nodes(graph, node=None, title=None):
+def _find_nodes(graph, node=None, title=None):
     """Node ids for a parameter's selector: an id, or every node whose _meta.title equals the title."""
     if node is not None:
         node = str(node)
         if node not in graph:
             raise ValueError("no node with id %r in the workflow (ids: %s)" % (node, ", ".join(sorted(graph, key=_id_key))))
         return [node]
-    matches = [nid for nid, n in graph.items() if node_title(n) == title]
+    matches = [nid for nid, n in graph.items() if _node_title(n) == title]
     if not matches:
-        titles = sorted({t for t in (node_title(n) for n in graph.values()) if t})
+        titles = sorted({t for t in (_node_title(n) for n in graph.values()) if t})
         raise ValueError("no node titled %r in the workflow (titles: %s)" % (title, ", ".join(titles) or "none"))
     return sorted(matches, key=_id_key)
 
@@ -116,7 +116,7 @@ def inject(graph, parameters):
         if "value" not in p:
             raise ValueError("%s: value is required" % where)
         try:
-            ids = find_nodes(graph, p.get("node"), p.get("title"))
+            ids = _find_nodes(graph, p.get("node"), p.get("title"))
         except ValueError as e:
             raise ValueError("%s: %s" % (where, e))
         for nid in ids:
@@ -127,14 +127,14 @@ def inject(graph, parameters):
                 raise ValueError("%s: input %r of node %s (%s) is a link to node %s, not a value; set the value on "
                                  "that node instead" % (where, p["input"], nid, graph[nid]["class_type"], old[0]))
             inputs[p["input"]] = p["value"]
-            applied.append(dict(node=nid, title=node_title(graph[nid]), input=p["input"], new=p["value"],
+            applied.append(dict(node=nid, title=_node_title(graph[nid]), input=p["input"], new=p["value"],
                                 old=old, added=not existed))
     return applied
 
 
 # --- errors --------------------------------------------------------------------------------------------------------
 
-def node_error_list(node_errors):
+def _node_error_list(node_errors):
     """Flatten ComfyUI's node_errors into [{node_id, class_type, type, message, details, input_name}]."""
     out = []
     for node_id, entry in sorted((node_errors or {}).items(), key=lambda kv: _id_key(kv[0])):
@@ -147,10 +147,10 @@ def node_error_list(node_errors):
     return out
 
 
-def describe_node_errors(errors, graph=None):
+def _describe_node_errors(errors, graph=None):
     parts = []
     for e in errors:
-        title = node_title((graph or {}).get(e["node_id"], {}))
+        title = _node_title((graph or {}).get(e["node_id"], {}))
         label = "node %s (%s%s)" % (e["node_id"], e["class_type"], ", '%s'" % title if title and title != e["class_type"] else "")
         text = e["message"] or e["type"] or "error"
         if e.get("input_name"):
@@ -161,7 +161,7 @@ def describe_node_errors(errors, graph=None):
     return "; ".join(parts)
 
 
-def prompt_error(body, status, graph=None):
+def _prompt_error(body, status, graph=None):
     """(message, error dict, node error list) for a rejected POST /prompt (a 400 with ComfyUI's error shape)."""
     data = None
     try:
@@ -173,26 +173,26 @@ def prompt_error(body, status, graph=None):
         return msg, dict(type="http_%s" % status, message=excerpt(body), node_id=None, node_type=None), []
     err = data.get("error") if isinstance(data.get("error"), dict) else {"message": str(data.get("error"))}
     extra = err.get("extra_info") or {}
-    nodes = node_error_list(data.get("node_errors"))
+    nodes = _node_error_list(data.get("node_errors"))
     error = dict(type=err.get("type"), message=err.get("message"), details=err.get("details") or None,
                  node_id=extra.get("node_id") or (nodes[0]["node_id"] if nodes else None),
                  node_type=extra.get("class_type") or (nodes[0]["class_type"] if nodes else None))
     msg = "ComfyUI rejected the workflow (%s): %s" % (err.get("type"), err.get("message"))
     if nodes:
-        msg += ": " + describe_node_errors(nodes, graph)
+        msg += ": " + _describe_node_errors(nodes, graph)
     elif extra.get("node_id"):
         msg += " (node %s, %s)" % (extra.get("node_id"), extra.get("class_type"))
     return msg, error, nodes
 
 
-def execution_error(data):
+def _execution_error(data):
     """The error dict of an execution_error message (WebSocket or history)."""
     return dict(type=data.get("exception_type") or "execution_error", message=data.get("exception_message"),
                 node_id=data.get("node_id"), node_type=data.get("node_type"), details=None,
                 traceback=data.get("traceback") or [])
 
 
-def history_outcome(entry):
+def _history_outcome(entry):
     """(status, error, timestamps) from a /history/<id> entry: success | error | interrupted | running."""
     status = entry.get("status") or {}
     messages = status.get("messages") or []
@@ -204,7 +204,7 @@ def history_outcome(entry):
         if "timestamp" in data:
             stamps[event] = data["timestamp"]
         if event == "execution_error":
-            error, outcome = execution_error(data), "error"
+            error, outcome = _execution_error(data), "error"
         elif event == "execution_interrupted":
             error = dict(type="interrupted", message="interrupted at node %s (%s)" % (data.get("node_id"), data.get("node_type")),
                          node_id=data.get("node_id"), node_type=data.get("node_type"), details=None)
@@ -221,7 +221,7 @@ def history_outcome(entry):
     return outcome, error, stamps
 
 
-def output_files(outputs, types=("output",)):
+def _output_files(outputs, types=("output",)):
     """[{node_id, kind, filename, subfolder, type}] of every file an output node reported."""
     files = []
     for node_id, out in sorted((outputs or {}).items(), key=lambda kv: _id_key(kv[0])):
@@ -237,7 +237,7 @@ def output_files(outputs, types=("output",)):
     return files
 
 
-def output_texts(outputs):
+def _output_texts(outputs):
     texts = {}
     for node_id, out in (outputs or {}).items():
         if isinstance(out, dict) and isinstance(out.get("text"), list):
@@ -245,152 +245,14 @@ def output_texts(outputs):
     return texts
 
 
-# --- media ---------------------------------------------------------------------------------------------------------
-
-def media_info(path):
-    """{format, frames, width, height} of a PNG/APNG, WebP (still or animated), GIF or MP4/MOV file; None if unknown."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            if head.startswith(b"\x89PNG\r\n\x1a\n"):
-                return _png_info(f)
-            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-                return _webp_info(f)
-            if head[:6] in (b"GIF87a", b"GIF89a"):
-                return _gif_info(f, head)
-            if head[4:8] == b"ftyp":
-                return _mp4_info(f)
-    except (OSError, struct.error, ValueError):
-        return dict(format="unknown", frames=None, width=None, height=None, valid=False)
-    return None
-
-
-def _png_info(f):
-    f.seek(8)
-    width = height = None
-    frames = 1
-    while True:
-        hdr = f.read(8)
-        if len(hdr) < 8:
-            break
-        length, ctype = struct.unpack(">I4s", hdr)
-        data = f.read(length) if ctype in (b"IHDR", b"acTL") else f.seek(length, 1)
-        f.seek(4, 1)
-        if ctype == b"IHDR":
-            width, height = struct.unpack(">II", data[:8])
-        elif ctype == b"acTL":
-            frames = struct.unpack(">I", data[:4])[0]
-        elif ctype == b"IEND":
-            return dict(format="apng" if frames > 1 else "png", frames=frames, width=width, height=height, valid=True)
-    return dict(format="png", frames=frames, width=width, height=height, valid=False)
-
-
-def _webp_info(f):
-    f.seek(12)
-    frames, width, height, animated = 0, None, None, False
-    while True:
-        hdr = f.read(8)
-        if len(hdr) < 8:
-            break
-        ctype, length = struct.unpack("<4sI", hdr)
-        data = f.read(min(length, 32))
-        f.seek(length - len(data) + (length & 1), 1)
-        if ctype == b"VP8X":
-            animated = bool(data[0] & 0x02)
-            width = 1 + int.from_bytes(data[4:7], "little")
-            height = 1 + int.from_bytes(data[7:10], "little")
-        elif ctype == b"ANMF":
-            frames += 1
-        elif ctype in (b"VP8 ", b"VP8L") and not animated:
-            frames = 1
-            if ctype == b"VP8 " and len(data) >= 10:
-                width, height = struct.unpack("<HH", data[6:10])
-                width, height = width & 0x3FFF, height & 0x3FFF
-            elif ctype == b"VP8L" and len(data) >= 5:
-                bits = int.from_bytes(data[1:5], "little")
-                width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return dict(format="webp", frames=frames, width=width, height=height, valid=frames > 0)
-
-
-def _gif_info(f, head):
-    width, height = struct.unpack("<HH", head[6:10])
-    f.seek(0)
-    data = f.read()
-    return dict(format="gif", frames=max(data.count(b"\x00\x21\xf9\x04"), 1), width=width, height=height, valid=True)
-
-
-def _mp4_boxes(f, start, end):
-    pos = start
-    while pos + 8 <= end:
-        f.seek(pos)
-        size, btype = struct.unpack(">I4s", f.read(8))
-        header = 8
-        if size == 1:
-            size = struct.unpack(">Q", f.read(8))[0]
-            header = 16
-        elif size == 0:
-            size = end - pos
-        if size < header:
-            raise ValueError("bad MP4 box size")
-        yield btype, pos + header, pos + size
-        pos += size
-
-
-def _mp4_info(f):
-    f.seek(0, 2)
-    end = f.tell()
-    info = dict(format="mp4", frames=None, width=None, height=None, valid=False)
-    has_mdat = False
-    for btype, body, box_end in _mp4_boxes(f, 0, end):
-        if btype == b"mdat":
-            has_mdat = True
-        if btype != b"moov":
-            continue
-        for ttype, tbody, tend in _mp4_boxes(f, body, box_end):
-            if ttype != b"trak":
-                continue
-            track = _mp4_track(f, tbody, tend)
-            if track.get("handler") == b"vide":
-                info.update(frames=track.get("frames"), width=track.get("width"), height=track.get("height"))
-    info["valid"] = has_mdat and info["frames"] is not None
-    return info
-
-
-def _mp4_track(f, start, end):
-    track = {}
-
-    def walk(s, e):
-        for btype, body, box_end in _mp4_boxes(f, s, e):
-            if btype in (b"mdia", b"minf", b"stbl"):
-                walk(body, box_end)
-            elif btype == b"tkhd":
-                f.seek(box_end - 8)
-                w, h = struct.unpack(">II", f.read(8))
-                track["width"], track["height"] = w >> 16, h >> 16
-            elif btype == b"hdlr":
-                f.seek(body + 8)
-                track["handler"] = f.read(4)
-            elif btype == b"stsz":
-                f.seek(body + 8)
-                track["frames"] = struct.unpack(">I", f.read(4))[0]
-            elif btype == b"stts" and "frames" not in track:
-                f.seek(body + 4)
-                count = struct.unpack(">I", f.read(4))[0]
-                track["frames_stts"] = sum(struct.unpack(">II", f.read(8))[0] for _entry in range(count))
-    walk(start, end)
-    if "frames" not in track and "frames_stts" in track:
-        track["frames"] = track["frames_stts"]
-    return track
-
-
 # --- the run ---------------------------------------------------------------------------------------------------------
 
-def is_transient(err):
+def _is_transient(err):
     """Worth retrying: no HTTP answer (refused while restarting, reset) or a proxy's 502/503/504. Never a 4xx."""
-    return isinstance(err, ComfyUIError) and (err.status is None or err.status in TRANSIENT_STATUSES)
+    return isinstance(err, ComfyUIError) and (err.status is None or err.status in _TRANSIENT_STATUSES)
 
 
-def multipart(fields, file_field, filename, data, content_type="application/octet-stream"):
+def _multipart(fields, file_field, filename, data, content_type="application/octet-stream"):
     boundary = "comfyops-" + uuid.uuid4().hex
     parts = []
     for name, value in fields.items():
@@ -426,14 +288,14 @@ class WorkflowRunner:
         self.attempts = {}
 
     # -- transient retries
-    def call(self, what, fn):
+    def _call(self, what, fn):
         attempt = 0
         while True:
             attempt += 1
             try:
                 return fn()
             except ComfyUIError as e:
-                if not is_transient(e) or attempt > self.retries:
+                if not _is_transient(e) or attempt > self.retries:
                     raise
                 self.attempts[what] = attempt
                 self.log("%s: transient error (%s), retry %d of %d" % (what, e, attempt, self.retries))
@@ -449,10 +311,10 @@ class WorkflowRunner:
         fields = {"type": upload_type, "overwrite": "true" if overwrite else "false"}
         if subfolder:
             fields["subfolder"] = subfolder
-        body, ctype = multipart(fields, "image", filename or os.path.basename(path), data)
+        body, ctype = _multipart(fields, "image", filename or os.path.basename(path), data)
         try:
-            resp = self.call("upload", lambda: self.client.request("POST", "/upload/image", data=body,
-                                                                   headers={"Content-Type": ctype}))
+            resp = self._call("upload", lambda: self.client.request("POST", "/upload/image", data=body,
+                                                                    headers={"Content-Type": ctype}))
             answer = resp.json()
         except ComfyUIError as e:
             raise WorkflowError("upload of %s failed: %s" % (path, e), error=dict(type="upload", message=str(e)))
@@ -462,29 +324,29 @@ class WorkflowRunner:
                     value=value, size=len(data))
 
     # -- submit
-    def submit(self, graph, client_id, prompt_id):
+    def _submit(self, graph, client_id, prompt_id):
         payload = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
 
         def post():
             try:
                 return self.client.post_json("/prompt", payload)
             except ComfyUIError as e:
-                if e.status is None and self.already_queued(prompt_id):
+                if e.status is None and self._already_queued(prompt_id):
                     # the request reached the server but its answer was lost: do not queue it twice
                     return {"prompt_id": prompt_id, "number": None, "node_errors": {}}
                 raise
 
         try:
-            answer = self.call("submit", post)
+            answer = self._call("submit", post)
         except ComfyUIError as e:
             if e.status == 400 or (e.status and 400 <= e.status < 500):
-                msg, error, nodes = prompt_error(e.raw_body if e.raw_body is not None else e.body, e.status, graph)
+                msg, error, nodes = _prompt_error(e.raw_body if e.raw_body is not None else e.body, e.status, graph)
                 raise WorkflowError(msg, status="rejected", error=error, node_errors=nodes)
             raise WorkflowError("submitting the workflow failed: %s" % e, status="failed",
                                 error=dict(type="http", message=str(e), node_id=None, node_type=None))
         return answer
 
-    def already_queued(self, prompt_id):
+    def _already_queued(self, prompt_id):
         try:
             if self.client.get_json("/history/" + prompt_id).get(prompt_id):
                 return True
@@ -497,19 +359,19 @@ class WorkflowRunner:
         items = (queue.get("queue_running") or []) + (queue.get("queue_pending") or [])
         return any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id for item in items)
 
-    def cancel(self, prompt_id):
+    def _cancel(self, prompt_id):
         """Remove the prompt from the queue and interrupt it if it runs; True when both requests answered."""
         ok = True
         for path, payload in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
             try:
-                self.call("cancel", lambda p=path, d=payload: self.client.post_json(p, d))
+                self._call("cancel", lambda p=path, d=payload: self.client.post_json(p, d))
             except ComfyUIError as e:
                 self.log("cancel %s: %s" % (path, e))
                 ok = False
         return ok
 
     # -- follow
-    def open_ws(self, client_id):
+    def _open_ws(self, client_id):
         if not self.use_websocket:
             return None, "disabled"
         url = ws_url(self.client.base_url, "/ws?clientId=" + client_id)
@@ -522,11 +384,11 @@ class WorkflowRunner:
         except (WebSocketError, OSError, ValueError) as e:
             return None, str(e)
 
-    def history(self, prompt_id):
-        entry = self.call("history", lambda: self.client.get_json("/history/" + prompt_id))
+    def _history(self, prompt_id):
+        entry = self._call("history", lambda: self.client.get_json("/history/" + prompt_id))
         return entry.get(prompt_id) if isinstance(entry, dict) else None
 
-    def follow(self, ws, prompt_id, deadline, state):
+    def _follow(self, ws, prompt_id, deadline, state):
         """Wait for the prompt to finish; returns its history entry. Raises TimeoutError at the deadline."""
         if ws is not None:
             try:
@@ -552,8 +414,8 @@ class WorkflowRunner:
                 opcode, payload = ws.recv(timeout=min(limit - now, silence))
             except WebSocketTimeout:
                 # quiet for a while: make sure we did not miss the end (another socket with our client id?)
-                entry = self.history(prompt_id)
-                if entry is not None and history_outcome(entry)[0] != "running":
+                entry = self._history(prompt_id)
+                if entry is not None and _history_outcome(entry)[0] != "running":
                     return entry
                 continue
             if opcode != OP_TEXT:
@@ -575,7 +437,7 @@ class WorkflowRunner:
                 state["cached_nodes"] = list(data.get("nodes") or [])
             elif mtype == "executing":
                 if data.get("node") is None:
-                    entry = self.history(prompt_id)
+                    entry = self._history(prompt_id)
                     if entry is not None:
                         return entry
                     return None
@@ -585,7 +447,7 @@ class WorkflowRunner:
             elif mtype in ("execution_success", "execution_error", "execution_interrupted"):
                 state["finished"] = self.clock()
                 if mtype == "execution_error":
-                    state["ws_error_event"] = execution_error(data)
+                    state["ws_error_event"] = _execution_error(data)
                 grace_until = self.clock() + 10.0
 
     def _poll(self, prompt_id, deadline, state):
@@ -593,16 +455,16 @@ class WorkflowRunner:
             state["progress_via"] = "polling"
         last_queue_check = self.clock()
         while True:
-            entry = self.history(prompt_id)
-            if entry is not None and history_outcome(entry)[0] != "running":
+            entry = self._history(prompt_id)
+            if entry is not None and _history_outcome(entry)[0] != "running":
                 return entry
             now = self.clock()
             if now >= deadline:
                 raise TimeoutError()
             if now - last_queue_check >= max(10.0, self.poll_interval * 10):
                 last_queue_check = now
-                if not self.already_queued(prompt_id):
-                    entry = self.history(prompt_id)
+                if not self._already_queued(prompt_id):
+                    entry = self._history(prompt_id)
                     if entry is not None:
                         return entry
                     raise WorkflowError("prompt %s is neither queued nor in the history any more (ComfyUI restarted?)"
@@ -611,7 +473,7 @@ class WorkflowRunner:
             self.sleep(min(self.poll_interval, max(deadline - now, 0.0)))
 
     # -- outputs
-    def fetch(self, files, dest):
+    def _fetch(self, files, dest):
         fetched = []
         for item in files:
             sub = item["subfolder"]
@@ -624,7 +486,7 @@ class WorkflowRunner:
             target = os.path.join(target_dir, name)
             query = urlencode(dict(filename=item["filename"], subfolder=sub, type=item["type"]))
             try:
-                resp = self.call("view", lambda q=query: self.client.request("GET", "/view?" + q, timeout=max(self.client.timeout, 60)))
+                resp = self._call("view", lambda q=query: self.client.request("GET", "/view?" + q, timeout=max(self.client.timeout, 60)))
             except ComfyUIError as e:
                 raise WorkflowError("fetching output %s failed: %s" % (item["filename"], e),
                                     error=dict(type="fetch", message=str(e), node_id=item["node_id"], node_type=None))
@@ -643,25 +505,25 @@ class WorkflowRunner:
         prompt_id = str(uuid.uuid4())
         state = dict(progress_via="websocket", events=0)
         t0 = self.clock()
-        ws, ws_error = self.open_ws(client_id) if wait else (None, "not waiting")
+        ws, ws_error = self._open_ws(client_id) if wait else (None, "not waiting")
         if ws is None:
             state["progress_via"] = "polling" if wait else "none"
             state["ws_error"] = ws_error
         base = dict(client_id=client_id, prompt_id=None, number=None)
         try:
             try:
-                answer = self.submit(graph, client_id, prompt_id)
+                answer = self._submit(graph, client_id, prompt_id)
             except WorkflowError as e:
                 e.result.update(base, timings=dict(total_s=round(self.clock() - t0, 3)))
                 raise
             prompt_id = answer.get("prompt_id") or prompt_id
             base.update(prompt_id=prompt_id, number=answer.get("number"))
             t_submit = self.clock()
-            nodes = node_error_list(answer.get("node_errors"))
+            nodes = _node_error_list(answer.get("node_errors"))
             if nodes and not self.allow_partial:
-                self.cancel(prompt_id)
+                self._cancel(prompt_id)
                 raise WorkflowError("ComfyUI queued only the valid part of the workflow; these nodes failed validation "
-                                    "(the prompt was cancelled): " + describe_node_errors(nodes, graph),
+                                    "(the prompt was cancelled): " + _describe_node_errors(nodes, graph),
                                     status="rejected", node_errors=nodes,
                                     error=dict(type="prompt_outputs_failed_validation", node_id=nodes[0]["node_id"],
                                                node_type=nodes[0]["class_type"], message=nodes[0]["message"],
@@ -671,21 +533,21 @@ class WorkflowRunner:
                             progress_via="none", timings=dict(submit_s=round(t_submit - t0, 3)))
             deadline = t0 + self.job_timeout
             try:
-                entry = self.follow(ws, prompt_id, deadline, state)
+                entry = self._follow(ws, prompt_id, deadline, state)
             except TimeoutError:
-                interrupted = self.cancel(prompt_id) if self.interrupt_on_timeout else False
+                interrupted = self._cancel(prompt_id) if self.interrupt_on_timeout else False
                 outcome = None
                 if interrupted:
                     confirm = self.clock() + 10.0
                     while self.clock() < confirm:
                         try:
-                            entry = self.history(prompt_id)
+                            entry = self._history(prompt_id)
                         except ComfyUIError:
                             entry = None
                         if entry is not None:
-                            outcome = history_outcome(entry)[0]
+                            outcome = _history_outcome(entry)[0]
                             break
-                        if not self.already_queued(prompt_id):
+                        if not self._already_queued(prompt_id):
                             outcome = "removed"
                             break
                         self.sleep(min(self.poll_interval, 0.5))
@@ -699,14 +561,14 @@ class WorkflowRunner:
                                node_type=graph.get(str(state.get("last_node")), {}).get("class_type")),
                     timings=dict(total_s=round(self.clock() - t0, 3)), progress_via=state["progress_via"], **base)
             t_end = self.clock()
-            outcome, error, stamps = history_outcome(entry)
+            outcome, error, stamps = _history_outcome(entry)
             timings = dict(submit_s=round(t_submit - t0, 3), total_s=round(t_end - t0, 3))
             if "execution_start" in stamps:
                 end_stamp = max(stamps.values())
                 timings["run_s"] = round((end_stamp - stamps["execution_start"]) / 1000.0, 3)
                 timings["queue_s"] = round(max(timings["total_s"] - timings["run_s"] - timings["submit_s"], 0.0), 3)
-            files = output_files(entry.get("outputs"), output_types)
-            texts = output_texts(entry.get("outputs"))
+            files = _output_files(entry.get("outputs"), output_types)
+            texts = _output_texts(entry.get("outputs"))
             result = dict(base, status=outcome, node_errors=nodes, progress_via=state["progress_via"],
                           events=state.get("events", 0), cached_nodes=state.get("cached_nodes", []), timings=timings,
                           texts=texts, error=error, ws_error=state.get("ws_error"))
@@ -717,7 +579,7 @@ class WorkflowRunner:
                     else "", (error or {}).get("message") or outcome),
                     outputs=files, output_paths=[], **result)
             if fetch_outputs and dest:
-                files = self.fetch(files, dest)
+                files = self._fetch(files, dest)
             result.update(outputs=files, output_paths=[f["path"] for f in files if "path" in f])
             return result
         finally:

@@ -350,9 +350,9 @@ def websocket_headers(params):
     return headers
 
 
-def main():
-    argument_spec = comfyui_http_argument_spec()
-    argument_spec.update(
+def argument_spec():
+    spec = comfyui_http_argument_spec()
+    spec.update(
         url=dict(type="str", required=True),
         workflow=dict(type="raw"),
         workflow_path=dict(type="path"),
@@ -384,41 +384,55 @@ def main():
         retry_delay=dict(type="float", default=2.0),
         allow_partial=dict(type="bool", default=False),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=[("workflow", "workflow_path")],
-                           required_one_of=[("workflow", "workflow_path")])
+    return spec
+
+
+def upload_parameter(up, value):
+    """The parameter that puts an upload's server-side name into its node input, None without a node or title."""
+    if up["node"] is not None:
+        return dict(node=up["node"], input=up["input"], value=value)
+    if up["title"] is not None:
+        return dict(title=up["title"], input=up["input"], value=value)
+    return None
+
+
+def parse(module):
+    """(graph with the parameters applied, the changes made, client); fails the module on bad input, before any
+    request. Upload targets are checked with a placeholder; the real names are set once the files are uploaded."""
     p = module.params
-    started = time.monotonic()
     for name in ("job_timeout", "poll_interval"):
         if p[name] <= 0:
             module.fail_json(msg="comfyui_workflow: %s must be greater than 0" % name)
     if p["retries"] < 0 or p["retry_delay"] < 0:
         module.fail_json(msg="comfyui_workflow: retries and retry_delay must not be negative")
-
     try:
         graph = load_graph(p["workflow"], p["workflow_path"])
         applied = inject(graph, [{k: v for k, v in item.items() if v is not None or k == "value"}
                                  for item in p["parameters"]])
         for up in p["uploads"]:
-            if up["node"] is not None or up["title"] is not None:
-                inject(graph, [dict(node=up["node"], title=up["title"], input=up["input"], value="<upload>")
-                               if up["node"] is not None else
-                               dict(title=up["title"], input=up["input"], value="<upload>")])
+            placeholder = upload_parameter(up, "<upload>")
+            if placeholder is not None:
+                inject(graph, [placeholder])
     except ValueError as e:
         module.fail_json(msg="comfyui_workflow: %s" % e)
     try:
         client = ComfyUIClient.from_params(p, p["url"])
     except ValueError as e:
         module.fail_json(msg="comfyui_workflow: url: %s" % e)
+    return graph, applied, client
 
+
+def act(module, graph, applied, client, started):
+    """(failure message or None, result): skip for creates, stop in check mode, else upload, run and fetch."""
+    p = module.params
     base = dict(changed=False, prompt_id=None, outputs=[], output_paths=[], uploads=[], parameters_applied=applied,
                 workflow=graph)
     if p["creates"]:
         existing = sorted(glob.glob(p["creates"]))
         if existing:
-            module.exit_json(**{**base, "status": "skipped", "msg": "%s exists" % existing[0], "output_paths": existing})
+            return None, dict(base, status="skipped", msg="%s exists" % existing[0], output_paths=existing)
     if module.check_mode:
-        module.exit_json(**{**base, "changed": True, "status": "would_run"})
+        return None, dict(base, changed=True, status="would_run")
 
     runner = WorkflowRunner(
         client, ws_headers=websocket_headers(p),
@@ -431,10 +445,9 @@ def main():
         for up in p["uploads"]:
             done = runner.upload(up["path"], up["filename"], up["subfolder"], up["overwrite"])
             uploads.append(done)
-            if up["node"] is not None or up["title"] is not None:
-                applied += inject(graph, [dict(node=up["node"], input=up["input"], value=done["value"])
-                                          if up["node"] is not None else
-                                          dict(title=up["title"], input=up["input"], value=done["value"])])
+            parameter = upload_parameter(up, done["value"])
+            if parameter is not None:
+                applied += inject(graph, [parameter])
         base["uploads"] = uploads
         result = runner.run(graph, client_id=p["client_id"], dest=p["dest"], output_types=p["output_types"],
                             fetch_outputs=bool(p["dest"]), wait=p["wait"])
@@ -442,10 +455,26 @@ def main():
         out = dict(base, status=e.result.pop("status", "failed"), **e.result)
         out["changed"] = bool(out.get("prompt_id"))  # a job ran (or was queued) on the server
         out.setdefault("timings", dict(total_s=round(time.monotonic() - started, 3)))
-        module.fail_json(msg="comfyui_workflow: %s" % e.message, **out)
+        return "comfyui_workflow: %s" % e.message, out
     except OSError as e:  # dest not writable and the like
-        module.fail_json(msg="comfyui_workflow: %s" % e, **dict(base, status="failed"))
-    module.exit_json(**dict(base, changed=True, **result))
+        return "comfyui_workflow: %s" % e, dict(base, status="failed")
+    return None, dict(base, changed=True, **result)
+
+
+def report(module, failure, result):
+    if failure:
+        module.fail_json(msg=failure, **result)
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           mutually_exclusive=[("workflow", "workflow_path")],
+                           required_one_of=[("workflow", "workflow_path")])
+    started = time.monotonic()
+    graph, applied, client = parse(module)
+    failure, result = act(module, graph, applied, client, started)
+    report(module, failure, result)
 
 
 if __name__ == "__main__":

@@ -131,15 +131,16 @@ EXTRA_DIRS = ["/usr/bin", "/usr/local/bin", "/usr/local/nvidia/bin"]
 
 
 def gather(module, path):
-    """The module result for the nvidia-smi at path (None: not found); calls fail_json on real errors."""
+    """(failure, result) for the nvidia-smi at path (None: not found). failure is None, or the fail_json arguments
+    when nvidia-smi failed in a way that is not just "no GPU here" or printed what cannot be parsed."""
     result = dict(changed=False, available=False, reason=None, gpu_count=0, gpus=[],
                   driver_version=None, cuda_version=None, nvidia_smi_path=path)
     if path is None:
         result["reason"] = "nvidia-smi not found (no NVIDIA driver installed?)"
-        return result
+        return None, result
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         result["reason"] = "nvidia-smi not found or not executable at %s" % path
-        return result
+        return None, result
 
     # LC_ALL=C: stable, untranslated messages and number formats
     env = dict(LC_ALL="C", LANG="C")
@@ -148,20 +149,20 @@ def gather(module, path):
         reason = no_gpu_reason(out + "\n" + err)
         if reason:
             result["reason"] = reason
-            return result
-        module.fail_json(msg="nvidia-smi failed (rc=%d): %s" % (rc, (err or out).strip()),
-                         rc=rc, stdout=out, stderr=err, nvidia_smi_path=path)
+            return None, result
+        return dict(msg="nvidia-smi failed (rc=%d): %s" % (rc, (err or out).strip()),
+                    rc=rc, stdout=out, stderr=err, nvidia_smi_path=path), result
     text, warnings = split_warnings(out)
     for warning in warnings:
         module.warn("nvidia-smi: %s" % warning)
     try:
         gpus = parse_query_gpu(text)
     except NvidiaSmiParseError as e:
-        module.fail_json(msg="cannot parse nvidia-smi output: %s" % e, rc=rc, stdout=out, stderr=err,
-                         nvidia_smi_path=path)
+        return dict(msg="cannot parse nvidia-smi output: %s" % e, rc=rc, stdout=out, stderr=err,
+                    nvidia_smi_path=path), result
     if not gpus:
         result["reason"] = "nvidia-smi listed no GPUs"
-        return result
+        return None, result
 
     gpus.sort(key=lambda g: g["index"])
     # the CUDA version is informational: a banner that cannot be read leaves it null instead of failing
@@ -173,7 +174,15 @@ def gather(module, path):
         driver_version=gpus[0]["driver_version"],
         cuda_version=parse_cuda_version(banner) if rc == 0 else None,
     )
-    return result
+    return None, result
+
+
+def report(module, failure, result):
+    if failure:
+        module.fail_json(**failure)
+    if module.params["require_gpu"] and not result["available"]:
+        module.fail_json(msg="no NVIDIA GPU available: %s" % result["reason"], **result)
+    module.exit_json(**result)
 
 
 def main():
@@ -185,10 +194,8 @@ def main():
         supports_check_mode=True,
     )
     path = module.params["nvidia_smi_path"] or module.get_bin_path("nvidia-smi", opt_dirs=EXTRA_DIRS)
-    result = gather(module, path)
-    if module.params["require_gpu"] and not result["available"]:
-        module.fail_json(msg="no NVIDIA GPU available: %s" % result["reason"], **result)
-    module.exit_json(**result)
+    failure, result = gather(module, path)
+    report(module, failure, result)
 
 
 if __name__ == "__main__":

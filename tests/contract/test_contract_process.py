@@ -11,8 +11,8 @@ import time
 import pytest
 
 from contract_support import REFERENCE_DIR
-from emulator_helpers import (EmulatorStartError, emulator_command, free_port, prepare_tree, spawn, start_emulator,
-                              wait_ready)
+from emulator_helpers import (EmulatorStartError, emulator_command, free_port, popen, prepare_tree, spawn,
+                              start_emulator, stop_process, wait_ready)
 
 ERROR = "\x1b[1m\x1b[31m[ERROR]\x1b[0m "
 
@@ -80,8 +80,8 @@ def test_startup_delay_keeps_the_port_closed(tmp_path):
         wait_ready(f"http://127.0.0.1:{port}", process, tmp_path / "log", 20)
         assert time.monotonic() - started >= 1.0
     finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 0
+        returncode = stop_process(process)
+    assert returncode == 0
 
 
 def test_exit_before_listen(tmp_path):
@@ -111,7 +111,11 @@ def test_second_instance_reports_db_lock_and_busy_port(tmp_path):
     with start_emulator(tmp_path / "first") as first:
         second_log = tmp_path / "second.log"
         second = spawn(first.root, emulator_command(first.port), second_log)
-        assert second.wait(20) == 1
+        try:
+            second.wait(20)
+        finally:
+            returncode = stop_process(second)
+        assert returncode == 1
         log = second_log.read_text()
     assert "Import times for custom nodes" in log  # the whole start-up ran before the bind failed
     for line in (line for line in recorded if line.startswith(ERROR)):
@@ -213,13 +217,13 @@ def test_log_stdout_and_verbose_file(tmp_path):
     log_file = tmp_path / "debug.log"
     command = emulator_command(port, ["--log-stdout", "--verbose", "DEBUG", log_file])
     with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
-        process = subprocess.Popen(command, cwd=root, stdout=out, stderr=err)
+        process = popen(command, cwd=root, stdout=out, stderr=err)
     try:
         wait_ready(f"http://127.0.0.1:{port}", process, tmp_path / "err", 20)
         assert process.poll() is None
     finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 0
+        returncode = stop_process(process)
+    assert returncode == 0
     stdout, stderr = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
     assert "To see the GUI go to" in stdout and "[INFO]" not in stderr
     debug = log_file.read_text()
@@ -244,6 +248,6 @@ def test_tls_listener(tmp_path):
         assert conn.getresponse().status == 200
         conn.close()
     finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 0
+        returncode = stop_process(process)
+    assert returncode == 0
     assert f"To see the GUI go to: https://127.0.0.1:{port}" in (tmp_path / "log").read_text()

@@ -117,7 +117,8 @@ def test_waits_for_a_slow_start_and_names_an_instance_that_never_comes(emu, tmp_
             health_wait_timeout=10,
         ))
     finally:
-        assert slow.stop() == 0
+        returncode = slow.stop()
+    assert returncode == 0
     gpu0, gpu1, gpu2 = result["instances"]
     assert rc == 2
     assert gpu0["healthy"] and gpu0["ready_after_s"] < 1

@@ -1,4 +1,7 @@
-"""docs/variables.md stays in sync with the roles' argument specs, and the specs with the defaults."""
+"""docs/variables.md and roles/<role>/README.md stay in sync with the roles' argument specs, the specs with the
+defaults."""
+import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +11,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.parents[1].name for p in ROOT.glob("roles/*/meta/argument_specs.yml"))
+
+
+def generator():
+    spec = importlib.util.spec_from_file_location("gen_role_docs", ROOT / "scripts" / "gen_role_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_variables_doc_is_current():
@@ -25,3 +35,42 @@ def test_every_default_is_specified(role):
     for name in options:
         assert name.startswith(role + "_"), name
         assert options[name].get("description"), name
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_readme_documents_the_role_and_every_variable(role):
+    readme = (ROOT / "roles" / role / "README.md").read_text()
+    main = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
+    assert readme.startswith("# comfyops.comfyui.%s\n" % role)
+    assert " ".join(main["short_description"].split()) in readme
+    assert "    - role: comfyops.comfyui.%s\n" % role in readme
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == list(main["options"])
+    assert "C(" not in readme and "I(" not in readme  # Ansible markup became markdown
+
+
+def test_a_changed_spec_or_a_new_role_makes_the_docs_stale(tmp_path):
+    gen = generator()
+    for role in ROLES:
+        shutil.copytree(ROOT / "roles" / role / "meta", tmp_path / "roles" / role / "meta")
+        shutil.copy(ROOT / "roles" / role / "README.md", tmp_path / "roles" / role / "README.md")
+    (tmp_path / "docs").mkdir()
+    shutil.copy(ROOT / "docs" / "variables.md", tmp_path / "docs")
+    assert gen.stale(gen.outputs(tmp_path)) == []
+
+    spec_file = tmp_path / "roles" / "docker" / "meta" / "argument_specs.yml"
+    spec_file.write_text(spec_file.read_text().replace("description:", "description: Changed.", 1))
+    (tmp_path / "roles" / "extra" / "meta").mkdir(parents=True)
+    (tmp_path / "roles" / "extra" / "meta" / "argument_specs.yml").write_text(
+        "argument_specs:\n"
+        "  repo:\n    short_description: An apt repository\n"
+        "    options:\n      extra_url: {type: str, required: true, description: The C(deb) URL.}\n"
+        "  main:\n    short_description: Extra\n")
+    files = gen.outputs(tmp_path)
+    assert gen.stale(files) == [tmp_path / "docs" / "variables.md", tmp_path / "roles" / "docker" / "README.md",
+                                tmp_path / "roles" / "extra" / "README.md"]
+    extra = files[tmp_path / "roles" / "extra" / "README.md"]
+    assert "## Variables\n\nNo variables.\n" in extra
+    assert ("## Entry point `repo`\n\n`tasks_from: repo`. An apt repository.\n\n| variable | type | default | "
+            "description |\n|---|---|---|---|\n| `extra_url` | str |  | The `deb` URL. |\n") in extra
+    assert "## `extra` (entry point `repo`)" in files[tmp_path / "docs" / "variables.md"]

@@ -56,19 +56,20 @@ def stop_container(spec):
             time.sleep(0.01)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.01)
     pidfile.unlink()
 
 
 def start_container(spec):
     sys.path.insert(0, str(TESTS_DIR))
-    from emulator_helpers import emulator_command
+    from emulator_helpers import emulator_command, popen
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", **spec.get("env", {}))
     with open(spec["log"], "wb") as log:
         # a session of its own and no inherited pipes: the caller (the module, ansible) must not wait for it
-        process = subprocess.Popen(emulator_command(spec["port"], spec.get("args", [])), cwd=spec["root"],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
+        process = popen(emulator_command(spec["port"], spec.get("args", [])), cwd=spec["root"],
+                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=spec.get("env", {}),
+                        start_new_session=True)
     Path(spec["pidfile"]).write_text(str(process.pid))
 
 
@@ -179,7 +180,12 @@ class FakeDocker:
     def start(self, *names, timeout=30):
         """Start the containers (through the wrapper, like a test's docker call) and wait until they listen."""
         subprocess.run([str(self.bin), "start"] + list(names), check=True, capture_output=True)
-        self.wait_ready(*names, timeout=timeout)
+        try:
+            self.wait_ready(*names, timeout=timeout)
+        except BaseException:
+            for name in names:
+                stop_container(self.spec(name))
+            raise
 
     def wait_ready(self, *names, timeout=30):
         sys.path.insert(0, str(TESTS_DIR))

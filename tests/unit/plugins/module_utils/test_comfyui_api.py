@@ -21,9 +21,9 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api impor
     ComfyUIClient,
     ComfyUIError,
     WaitTimeout,
+    _join_url,
+    _path_segment,
     excerpt,
-    join_url,
-    path_segment,
     wait_until,
 )
 
@@ -38,12 +38,12 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api impor
     ("http://h:8188", "", "http://h:8188"),
 ])
 def test_join_url(base, path, expected):
-    assert join_url(base, path) == expected
+    assert _join_url(base, path) == expected
 
 
 def test_path_segment_quotes_spaces_and_slashes():
-    assert path_segment("Set VAE Decoder Noise") == "Set%20VAE%20Decoder%20Noise"
-    assert path_segment("a/b+c") == "a%2Fb%2Bc"
+    assert _path_segment("Set VAE Decoder Noise") == "Set%20VAE%20Decoder%20Noise"
+    assert _path_segment("a/b+c") == "a%2Fb%2Bc"
 
 
 def test_excerpt_is_single_line_and_bounded():

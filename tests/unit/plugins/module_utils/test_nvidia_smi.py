@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.comfyops.comfyui.plugins.module_utils.nvidia_smi import (
-    QUERY_FIELDS,
+    _QUERY_FIELDS,
     NvidiaSmiParseError,
     no_gpu_reason,
     parse_cuda_version,
@@ -59,9 +59,9 @@ def test_parse_agrees_with_the_captures_that_have_headers_and_units():
 
 
 def _line(**overrides):
-    values = dict(zip(QUERY_FIELDS, (NVSMI / "nvidia-smi-query.csv").read_text().strip().split(", ")))
+    values = dict(zip(_QUERY_FIELDS, (NVSMI / "nvidia-smi-query.csv").read_text().strip().split(", ")))
     values.update(overrides)
-    return ", ".join(values[f] for f in QUERY_FIELDS)
+    return ", ".join(values[f] for f in _QUERY_FIELDS)
 
 
 def test_multi_gpu_host():

@@ -19,14 +19,14 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_ws import
     WebSocketTimeout,
     ws_url,
 )
+from ansible_collections.comfyops.comfyui.plugins.module_utils.media_probe import media_info
 from ansible_collections.comfyops.comfyui.plugins.module_utils.workflow_run import (
-    history_outcome,
+    _history_outcome,
+    _node_error_list,
+    _output_files,
+    _prompt_error,
     inject,
     load_graph,
-    media_info,
-    node_error_list,
-    output_files,
-    prompt_error,
 )
 from ansible_collections.comfyops.comfyui.plugins.modules import comfyui_workflow
 
@@ -133,7 +133,7 @@ def test_ltx2_template_parameters_and_classes():
 # --- error mapping (recorded shapes) ----------------------------------------------------------------------------------
 
 def test_prompt_error_missing_input():
-    msg, error, nodes = prompt_error((API / "prompt_error_missing_input.json").read_bytes(), 400)
+    msg, error, nodes = _prompt_error((API / "prompt_error_missing_input.json").read_bytes(), 400)
     assert msg == ("ComfyUI rejected the workflow (prompt_outputs_failed_validation): Prompt outputs failed "
                    "validation: node 1 (EmptyImage) input width: Required input is missing")
     assert error["node_id"] == "1" and error["node_type"] == "EmptyImage"
@@ -142,13 +142,13 @@ def test_prompt_error_missing_input():
 
 def test_prompt_error_value_out_of_range_names_the_title():
     graph = load_graph(workflow_path=str(TINY))
-    msg, error, nodes = prompt_error(ref("prompt_error_value_out_of_range.json"), 400, graph)
+    msg, error, nodes = _prompt_error(ref("prompt_error_value_out_of_range.json"), 400, graph)
     assert "node 1 (EmptyImage, 'Image') input width: Value 99999 bigger than max of 16384" in msg
     assert nodes[0]["received_value"] == 99999
 
 
 def test_prompt_error_unknown_class():
-    msg, error, nodes = prompt_error(ref("prompt_error_unknown_class.json"), 400)
+    msg, error, nodes = _prompt_error(ref("prompt_error_unknown_class.json"), 400)
     assert error == dict(type="missing_node_type", message="Node 'NoSuchNodeXYZ' not found. The custom node may not "
                          "be installed.", details="Node ID '#1'", node_id="1", node_type="NoSuchNodeXYZ")
     assert "(node 1, NoSuchNodeXYZ)" in msg and nodes == []
@@ -158,18 +158,18 @@ def test_prompt_error_unknown_class():
                                         ("prompt_error_no_prompt.json", "no_prompt"),
                                         ("prompt_error_invalid_prompt_id.json", "invalid_prompt_id")])
 def test_prompt_error_without_nodes(name, kind):
-    msg, error, nodes = prompt_error(ref(name), 400)
+    msg, error, nodes = _prompt_error(ref(name), 400)
     assert error["type"] == kind and error["node_id"] is None and msg.startswith("ComfyUI rejected the workflow (%s)"
                                                                                  % kind)
 
 
 def test_prompt_error_not_json():
-    msg, error, nodes = prompt_error((API / "prompt_error_invalid_json.txt").read_bytes(), 500)
+    msg, error, nodes = _prompt_error((API / "prompt_error_invalid_json.txt").read_bytes(), 500)
     assert error["type"] == "http_500" and "Server got itself in trouble" in msg
 
 
 def test_partial_validity_node_errors():
-    nodes = node_error_list(ref("prompt_error_missing_model_file.json")["response"]["node_errors"])
+    nodes = _node_error_list(ref("prompt_error_missing_model_file.json")["response"]["node_errors"])
     assert nodes == [dict(node_id="1", class_type="CheckpointLoaderSimple", type="value_not_in_list",
                           message="Value not in list",
                           details="ckpt_name: 'ltx-2.3-22b-dev.safetensors' not in []", input_name="ckpt_name",
@@ -178,7 +178,7 @@ def test_partial_validity_node_errors():
 
 def test_history_execution_error():
     entry = next(iter(ref("history_prompt_execution_error.json").values()))
-    outcome, error, stamps = history_outcome(entry)
+    outcome, error, stamps = _history_outcome(entry)
     assert outcome == "error"
     assert (error["node_id"], error["node_type"], error["type"]) == ("2", "SaveImage", "Exception")
     assert error["message"].startswith("**** ERROR: Saving image outside the output folder is not allowed.")
@@ -187,11 +187,11 @@ def test_history_execution_error():
 
 def test_history_success_outputs():
     entry = next(iter(ref("history_prompt.json").values()))
-    assert history_outcome(entry)[0] == "success"
-    assert output_files(entry["outputs"]) == [dict(node_id="2", kind="images", filename="ref_plain_00001_.png",
-                                                   subfolder="", type="output")]
-    assert output_files({"9": {"images": [{"filename": "p.png", "type": "temp"}], "text": ["x"]}}) == []
-    assert output_files({"9": {"images": [{"filename": "p.png", "type": "temp"}]}}, types=("temp",))[0]["kind"] \
+    assert _history_outcome(entry)[0] == "success"
+    assert _output_files(entry["outputs"]) == [dict(node_id="2", kind="images", filename="ref_plain_00001_.png",
+                                                    subfolder="", type="output")]
+    assert _output_files({"9": {"images": [{"filename": "p.png", "type": "temp"}], "text": ["x"]}}) == []
+    assert _output_files({"9": {"images": [{"filename": "p.png", "type": "temp"}]}}, types=("temp",))[0]["kind"] \
         == "images"
 
 
@@ -200,10 +200,10 @@ def test_history_interrupted_and_running():
         ["execution_start", {"prompt_id": "p", "timestamp": 1}],
         ["execution_interrupted", {"prompt_id": "p", "node_id": "3", "node_type": "KSampler", "executed": [],
                                    "timestamp": 2}]]}}
-    outcome, error, _details = history_outcome(entry)
+    outcome, error, _details = _history_outcome(entry)
     assert outcome == "interrupted" and error["node_id"] == "3" and "KSampler" in error["message"]
-    assert history_outcome({"status": {}})[0] == "running"
-    assert history_outcome({"status": {"status_str": "error", "messages": []}})[0] == "error"
+    assert _history_outcome({"status": {}})[0] == "running"
+    assert _history_outcome({"status": {"status_str": "error", "messages": []}})[0] == "error"
 
 
 # --- media -----------------------------------------------------------------------------------------------------------
