@@ -1,74 +1,94 @@
 # -*- coding: utf-8 -*-
 # Copyright: comfyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The upstream servers and per-instance paths the nginx role renders, from the comfyui role's instances."""
+"""What the nginx role renders, computed and checked before it reaches the config: upstream servers and
+per-instance paths from the comfyui role's instances, the proxy's public origins, and its settings' problems.
+Everything that ends up in the config is checked here, so no value can carry NGINX syntax (`;`, `{`, a newline)."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
-from urllib.parse import urlsplit
 
-DOCUMENTATION = r"""
----
-name: nginx_upstreams
-short_description: NGINX upstream servers and per-instance paths for ComfyUI instances
-version_added: "0.1.0"
-author:
-  - comfyops contributors
-description:
-  - Takes, per ComfyUI host, the instances the comfyui role recorded (C(name), C(port), C(url)) and returns one
-    entry per instance with the address NGINX connects to, the per-instance path and an upstream name.
-  - In local mode (one host, NGINX on the ComfyUI host itself) the instance URLs are used as they are and the
-    paths are C(<base>/<suffix>/), the suffix being the instance name without C(comfyui-) (C(gpu0), C(cpu1)).
-  - Otherwise (a separate proxy host) an instance published on a loopback or wildcard address is reached at
-    the host's C(address), and the paths are C(<base>/<host>/<suffix>/), so equal instance names on two hosts
-    do not clash.
-options:
-  _input:
-    description: List of C({host, address, instances}) dicts; C(instances) as in the comfyui role's fact.
-    type: list
-    elements: dict
-    required: true
-  base_path:
-    description: The location all instances are served under.
-    type: str
-    default: /comfyui
-  local:
-    description: Local mode (see above).
-    type: bool
-    default: true
-"""
-
-EXAMPLES = r"""
-- name: Compute the upstreams
-  ansible.builtin.set_fact:
-    upstreams: "{{ [{'host': inventory_hostname, 'address': '127.0.0.1', 'instances': instances}]
-                   | comfyops.comfyui.nginx_upstreams(local=true) }}"
-"""
-
-RETURN = r"""
-_value:
-  description: C({host, name, suffix, server, path, upstream}) per instance, in input order.
-  type: list
-  elements: dict
-"""
+# Each filter's documentation is in its sidecar file (nginx_upstreams.yml, ...): one file holds four filters.
 
 from ansible.errors import AnsibleFilterError
 
 _LOOPBACK_OR_ANY = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""}
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+# DNS names as resolvers take them (underscores appear in real inventories); no trailing dot, no all-digit TLD.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS = re.compile(r"^%s(?:\.%s)*\Z" % (_LABEL, _LABEL))
+_URL = re.compile(r"^http://(?P<host>\[[^\]]*\]|[^/:\[\]@?#]*)(?::(?P<port>[0-9]{1,5}))?/?\Z")
+_ORIGIN = re.compile(r"^(?P<scheme>(?i:https?))://(?P<host>\[[^\]]*\]|[^/:\[\]@?#]*)(?::(?P<port>[0-9]{1,5}))?/?\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TIME = re.compile(r"^[0-9]+(ms|s|m|h|d|w|M|y)?\Z")
+_SIZE = re.compile(r"^[0-9]+[kKmMgG]?\Z")
+_BASE_PATH = re.compile(r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*/?\Z")
+_RATE = re.compile(r"^([0-9]+r/[sm])?\Z")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+\Z")
+_CIPHERS = re.compile(r"^[A-Za-z0-9_:+!@=.-]+\Z")
+# Unquoted in the config: a path must not end a directive or open a block.
+_PATH = re.compile(r"^/[^\s\x00-\x1f\x7f;{}\"'$\\#]*\Z")
+_TLS_PROTOCOLS = {"SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _server(host, url, port, address, local):
-    parsed = urlsplit(url) if url else None
-    ip = parsed.hostname if parsed and parsed.hostname else "127.0.0.1"
-    if not local and ip in _LOOPBACK_OR_ANY:
+def _host(value):
+    """value as NGINX and URLs take it (IPv6 in brackets), or ValueError saying what is wrong."""
+    problem = ValueError("not an IPv4 address, [IPv6] address or DNS name")
+    if not isinstance(value, str) or not value or "%" in value:
+        raise problem
+    bracketed = value.startswith("[") and value.endswith("]")
+    try:
+        ip = ipaddress.ip_address(value[1:-1] if bracketed else value)
+    except ValueError:
+        ip = None
+    if ip is not None and (ip.version == 6 or not bracketed):
+        return "[%s]" % ip.compressed if ip.version == 6 else ip.compressed
+    if not bracketed and len(value) <= 253 and _DNS.match(value) and not value.rsplit(".", 1)[-1].isdigit():
+        return value
+    raise problem
+
+
+def _port(value):
+    """value as an int 1-65535, or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise ValueError("not an integer port")
+    if not 1 <= int(value) <= 65535:
+        raise ValueError("not a port between 1 and 65535")
+    return int(value)
+
+
+def _server(host, name, url, port, address, local):
+    """host:port NGINX connects to for one instance; the fields come from another host, so each is checked."""
+    where = "nginx_upstreams: host %s, instance %s:" % (host, name)
+    try:
+        port = _port(port)
+    except ValueError as exc:
+        raise AnsibleFilterError("%s port %r is %s: re-run the comfyui role on %s" % (where, port, exc, host))
+    ip = "127.0.0.1"
+    if url:
+        match = _URL.match(url) if isinstance(url, str) else None
+        try:
+            if not match:
+                raise ValueError("not http://<address>:<port>")
+            if match.group("port"):
+                _port(match.group("port"))
+            ip = _host(match.group("host"))
+        except ValueError as exc:
+            raise AnsibleFilterError("%s url %r is %s, which the comfyui role never records: re-run the comfyui "
+                                     "role on %s" % (where, url, exc, host))
+    if not local and ip.strip("[]") in _LOOPBACK_OR_ANY:
         if not address:
             raise AnsibleFilterError("nginx_upstreams: no address for host %r (set nginx_upstream_address)" % host)
-        ip = address
-    if ":" in ip and not ip.startswith("["):
-        ip = "[%s]" % ip
-    return "%s:%d" % (ip, int(port))
+        try:
+            ip = _host(address)
+        except ValueError as exc:
+            raise AnsibleFilterError("nginx_upstreams: host %s: its address %r (nginx_upstream_address, else "
+                                     "ansible_host, else the inventory name) is %s" % (host, address, exc))
+    return "%s:%d" % (ip, port)
 
 
 def nginx_upstreams(hosts, base_path="/comfyui", local=True):
@@ -80,8 +100,11 @@ def nginx_upstreams(hosts, base_path="/comfyui", local=True):
         host = str(entry.get("host", ""))
         if not _SAFE.match(host):
             raise AnsibleFilterError("nginx_upstreams: host name %r cannot be used in a URL path" % host)
-        for inst in entry.get("instances") or []:
-            name = str(inst.get("name", ""))
+        instances = entry.get("instances") or []
+        if not isinstance(instances, list):
+            raise AnsibleFilterError("nginx_upstreams: host %s: instances must be a list" % host)
+        for inst in instances:
+            name = str(inst.get("name", "")) if isinstance(inst, dict) else ""
             if not _SAFE.match(name) or "port" not in inst:
                 raise AnsibleFilterError("nginx_upstreams: instance %r of %s lacks a usable name or port" % (inst, host))
             suffix = name[len("comfyui-"):] if name.startswith("comfyui-") else name
@@ -93,13 +116,246 @@ def nginx_upstreams(hosts, base_path="/comfyui", local=True):
                 "host": host,
                 "name": name,
                 "suffix": suffix,
-                "server": _server(host, inst.get("url"), inst["port"], entry.get("address"), local),
+                "server": _server(host, name, inst.get("url"), inst["port"], entry.get("address"), local),
                 "path": path,
                 "upstream": "comfyops_" + re.sub(r"[^A-Za-z0-9_]", "_", ("" if local else host + "_") + suffix),
             })
     return out
 
 
+def nginx_state_instances(text, host="?", path="the fact file"):
+    """The comfyui role's instances from the text of a host's fact file; a clear error naming the host and file
+    when the file is not what the comfyui role writes (truncated, edited)."""
+    try:
+        state = json.loads(text)
+    except ValueError as exc:
+        raise AnsibleFilterError("nginx role: %s on %s is not valid JSON (%s): re-run the comfyui role on %s "
+                                 "to rewrite it" % (path, host, exc, host))
+    comfyui = state.get("comfyui", {}) if isinstance(state, dict) else None
+    instances = comfyui.get("instances", []) if isinstance(comfyui, dict) else None
+    if not isinstance(instances, list):
+        raise AnsibleFilterError("nginx role: %s on %s has no list at comfyui.instances: re-run the comfyui role "
+                                 "on %s to rewrite it" % (path, host, host))
+    return instances
+
+
+def _origin(scheme, host, port):
+    return "%s://%s%s" % (scheme, host, "" if int(port) == _DEFAULT_PORTS[scheme] else ":%d" % int(port))
+
+
+def nginx_origins(public_host, tls=False, http_port=80, https_port=443, redirect=True, root_vhost=False,
+                  root_vhost_port=8080, root_vhost_server_name="_"):
+    """The origins browsers send for the proxy's public URLs (scheme://host[:port], default ports omitted); the
+    first is the main URL's."""
+    try:
+        host = _host(public_host).lower()
+    except ValueError as exc:
+        raise AnsibleFilterError("nginx role: nginx_public_host %r is %s" % (public_host, exc))
+    # Argument validation templates this before the role's checks run: bad ports get a clear message here too.
+    for name, value in (("nginx_http_port", http_port), ("nginx_https_port", https_port),
+                        ("nginx_root_vhost_port", root_vhost_port)):
+        try:
+            _port(value)
+        except ValueError as exc:
+            raise AnsibleFilterError("nginx role: %s %r is %s" % (name, value, exc))
+    scheme = "https" if tls else "http"
+    out = [_origin(scheme, host, https_port if tls else http_port)]
+    if tls and not redirect:
+        out.append(_origin("http", host, http_port))
+    if root_vhost:
+        names = [n for n in str(root_vhost_server_name).split() if n != "_" and _host_check(n) is None]
+        for name in names or [host]:
+            out.append(_origin(scheme, name.lower(), root_vhost_port))
+    return list(dict.fromkeys(out))
+
+
+# The checks of nginx_settings_problems: check(value) returns what is wrong (a phrase) or None. Checks of lists
+# name the entry ("entry 'x' ...").
+def _int_range(low, high=None):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be an integer"
+        if value < low or (high is not None and value > high):
+            return "must be %s" % ("between %d and %d" % (low, high) if high is not None else "at least %d" % low)
+        return None
+    return check
+
+
+def _matches(pattern, what):
+    def check(value):
+        return None if isinstance(value, str) and pattern.match(value) else "must be %s" % what
+    return check
+
+
+def _plain(value, forbid='"\\'):
+    if not isinstance(value, str):
+        return "must be a string"
+    if _CONTROL.search(value):
+        return "must not contain control characters (a newline, a tab)"
+    bad = sorted(set(c for c in value if c in forbid))
+    return "must not contain %s" % " ".join(bad) if bad else None
+
+
+def _each(check, allow_empty=True):
+    def each(values):
+        if not isinstance(values, list):
+            return "must be a list"
+        if not values and not allow_empty:
+            return "must not be empty"
+        for value in values:
+            problem = check(value)
+            if problem:
+                return "entry %r %s" % (value, problem)
+        return None
+    return each
+
+
+def _host_check(value):
+    try:
+        _host(value)
+    except ValueError as exc:
+        return "is %s" % exc
+    return None
+
+
+def _listen_address(value):
+    if value == "*":
+        return None
+    if isinstance(value, str) and _host_check(value) is None and ":" in value and not value.startswith("["):
+        return "is an IPv6 address without brackets: write [%s]" % value
+    return _host_check(value)
+
+
+def _server_names(value):
+    if not isinstance(value, str) or not value.split():
+        return "must be one or more names separated by spaces"
+    if _CONTROL.search(value):
+        return "must not contain control characters (a newline, a tab)"
+    for name in value.split():
+        if name == "_" or name.startswith("[") and _host_check(name) is None:
+            continue
+        if name.startswith("~"):
+            return "has %r: regular-expression names are not supported" % name
+        bare = name[2:] if name.startswith("*.") else name[1:] if name.startswith(".") else name
+        bare = bare[:-2] if bare.endswith(".*") else bare
+        if not (_DNS.match(bare) and len(bare) <= 253):
+            return "has %r, which is not _, a DNS name, *.name, .name or name.*" % name
+    return None
+
+
+def _allowed_origin(value):
+    match = _ORIGIN.match(value) if isinstance(value, str) else None
+    if not match:
+        return "is not scheme://host[:port] as browsers send it (http or https, no path, no trailing slash)"
+    try:
+        host = _host(match.group("host"))
+        port = _port(match.group("port")) if match.group("port") else _DEFAULT_PORTS[match.group("scheme").lower()]
+    except ValueError as exc:
+        return "has a host or port that is %s" % exc
+    scheme = match.group("scheme").lower()
+    canonical = _origin(scheme, host.lower(), port)
+    if canonical != value:
+        return "is not what a browser sends: write %s" % canonical
+    return None
+
+
+def _allow_entry(value):
+    try:
+        network = ipaddress.ip_network(value, strict=False) if isinstance(value, str) else None
+    except ValueError:
+        network = None
+    if network is None:
+        return "is not an IPv4/IPv6 address or CIDR (like 10.0.0.0/8)"
+    if network.prefixlen == 0:
+        return "allows every client, so it is no allow-list (set nginx_allow_anonymous: true if that is meant)"
+    return None
+
+
+def _realm(value):
+    problem = _plain(value)
+    if problem is None and value.lower() == "off":
+        return "must not be 'off' (NGINX would switch basic auth off)"
+    return problem
+
+
+def _headers(value):
+    if not isinstance(value, dict):
+        return "must be a dict of header names and values"
+    for name, text in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            return "has a header name %r that is not letters, digits and -" % (name,)
+        problem = _plain(text)
+        if problem:
+            return "has a value for %s that %s" % (name, problem)
+    return None
+
+
+def _path(value):
+    if value == "" or isinstance(value, str) and _PATH.match(value):
+        return None
+    return "must be an absolute path without spaces, quotes, control characters, ; { } $ # or \\"
+
+
+_CHECKS = {
+    "nginx_http_port": _int_range(1, 65535),
+    "nginx_https_port": _int_range(1, 65535),
+    "nginx_root_vhost_port": _int_range(1, 65535),
+    "nginx_upstream_max_fails": _int_range(0),
+    "nginx_upstream_keepalive": _int_range(1),
+    "nginx_prompt_rate_burst": _int_range(0),
+    "nginx_hsts_max_age": _int_range(0),
+    "nginx_upstream_fail_timeout": _matches(_TIME, "an NGINX time like 30s"),
+    "nginx_proxy_connect_timeout": _matches(_TIME, "an NGINX time like 60s"),
+    "nginx_proxy_send_timeout": _matches(_TIME, "an NGINX time like 1800s"),
+    "nginx_proxy_read_timeout": _matches(_TIME, "an NGINX time like 1800s"),
+    "nginx_client_max_body_size": _matches(_SIZE, "a size like 10G or 500m"),
+    "nginx_prompt_rate_limit": _matches(_RATE, "empty or a rate like 2r/s or 30r/m"),
+    "nginx_base_path": _matches(_BASE_PATH, "a path like /comfyui"),
+    "nginx_tls_ciphers": _matches(_CIPHERS, "an OpenSSL cipher list (names separated by :)"),
+    "nginx_tls_protocols": _each(lambda v: None if v in _TLS_PROTOCOLS else "is not one of "
+                                 + ", ".join(sorted(_TLS_PROTOCOLS)), allow_empty=False),
+    "nginx_listen_addresses": _each(_listen_address, allow_empty=False),
+    "nginx_server_name": _server_names,
+    "nginx_root_vhost_server_name": _server_names,
+    "nginx_public_host": _host_check,
+    "nginx_allowed_origins": _each(_allowed_origin),
+    "nginx_allow": _each(_allow_entry),
+    "nginx_basic_auth_realm": _realm,
+    "nginx_security_headers": _headers,
+    "nginx_tls_certificate": _path,
+    "nginx_tls_certificate_key": _path,
+    "nginx_tls_client_ca": _path,
+    "nginx_tls_selfsigned_dir": _path,
+    "nginx_basic_auth_file": _path,
+    "nginx_config_file": _path,
+    # certificate names only (no NGINX config): wildcards allowed
+    "nginx_tls_selfsigned_names": _each(lambda v: _host_check(v[2:] if isinstance(v, str) and v.startswith("*.") else v),
+                                        allow_empty=False),
+    "nginx_upstream_hosts": _each(lambda v: None if isinstance(v, str) and _SAFE.match(v)
+                                  else "is not an inventory host name", allow_empty=False),
+}
+
+
+def nginx_settings_problems(settings):
+    """One line per setting in `settings` (a dict of the role's variables) that cannot go into the config as it
+    is, naming the variable; variables without a check are ignored."""
+    if not isinstance(settings, dict):
+        raise AnsibleFilterError("nginx_settings_problems: expected a dict, got %s" % type(settings).__name__)
+    out = []
+    for name, value in settings.items():
+        check = _CHECKS.get(name)
+        problem = check(value) if check else None
+        if problem:
+            shown = "" if problem.startswith("entry ") or isinstance(value, (dict, list)) else "=%r" % (value,)
+            out.append("%s%s %s" % (name, shown, problem))
+    return out
+
+
 class FilterModule(object):
     def filters(self):
-        return {"nginx_upstreams": nginx_upstreams}
+        return {
+            "nginx_upstreams": nginx_upstreams,
+            "nginx_state_instances": nginx_state_instances,
+            "nginx_origins": nginx_origins,
+            "nginx_settings_problems": nginx_settings_problems,
+        }

@@ -57,8 +57,9 @@ def wait_history(session, base, prompt_id, timeout=20):
     raise TimeoutError(prompt_id)
 
 
-def tls_ws(host_addr, port, path, auth=None, timeout=10):
-    """A WSClient over TLS (optionally with basic auth): the handshake here, the framing from emulator_helpers."""
+def tls_ws(host_addr, port, path, auth=None, origin=None, timeout=10):
+    """A WSClient over TLS (optionally with basic auth and an Origin, as a browser sends it): the handshake here,
+    the framing from emulator_helpers."""
     raw = socket.create_connection((host_addr, port), timeout=timeout)
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -68,6 +69,8 @@ def tls_ws(host_addr, port, path, auth=None, timeout=10):
     extra = ""
     if auth:
         extra = "Authorization: Basic " + base64.b64encode(":".join(auth).encode()).decode() + "\r\n"
+    if origin:
+        extra += f"Origin: {origin}\r\n"
     sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host_addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
     client = WSClient.__new__(WSClient)
@@ -81,6 +84,20 @@ def tls_ws(host_addr, port, path, auth=None, timeout=10):
 
 def client_id():
     return "nginx-test-" + uuid.uuid4().hex[:8]
+
+
+# Every instance, asked on its GPU host directly (not through a proxy).
+INSTANCES = {"fleet-gpu0": (8188, 8189), "fleet-gpu1": (8188,)}
+
+
+def seen_by_an_instance(marker):
+    """Whether any instance has `marker` (a prompt's client_id) in its queue or history."""
+    for name, ports in INSTANCES.items():
+        for port in ports:
+            if marker in host(name).check_output(
+                    f"curl -fsS http://127.0.0.1:{port}/queue http://127.0.0.1:{port}/history"):
+                return True
+    return False
 
 
 def nginx_pids(h):

@@ -1,8 +1,9 @@
 """Verify the nginx role (testinfra, run by `molecule verify`) with real clients from the controller.
 
-fleet-gpu0: NGINX on the ComfyUI host (local mode, /comfyui/cpu0/, HTTP and self-signed HTTPS, root vhost on 8080,
-60m body limit). fleet-proxy: a separate proxy in front of fleet-gpu0 and fleet-gpu1 (/comfyui/<host>/cpu0/,
-provided certificate, HTTP->HTTPS redirect, HSTS, basic auth, prompt rate limit).
+fleet-gpu0: NGINX on the ComfyUI host (local mode, /comfyui/cpu0/, HTTP and self-signed HTTPS, allow-list, root
+vhost on 8080, 60m body limit). fleet-proxy: a separate proxy in front of fleet-gpu0 and fleet-gpu1
+(/comfyui/<host>/cpu0/, provided certificate, HTTP->HTTPS redirect, HSTS, basic auth, prompt rate limit), its
+allowed origin the default one, https://fleet-proxy.
 """
 import json
 import ssl
@@ -12,7 +13,7 @@ import pytest
 import requests
 import urllib3
 from nginx_support import (AUTH, PROVIDED_CERT, PROXY_PATHS, SELFSIGNED_CERT, WSClient, address, client_id, finished,
-                           graph, host, nginx_pids, tls_ws, wait_history)
+                           graph, host, nginx_pids, seen_by_an_instance, tls_ws, wait_history)
 from contract_support import transcript_messages  # after nginx_support: it sets sys.path
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -21,6 +22,11 @@ GPU0, PROXY = host("fleet-gpu0"), host("fleet-proxy")
 G, P = address("fleet-gpu0"), address("fleet-proxy")
 LOCAL = f"http://{G}/comfyui/"
 REMOTE = f"https://{P}/comfyui/"
+EVIL = "http://evil.example"
+PROXY_ORIGIN = "https://fleet-proxy"  # what a browser on https://fleet-proxy/comfyui/ sends
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN",
+                    "Content-Security-Policy": "frame-ancestors 'self'", "Referrer-Policy": "same-origin",
+                    "Cross-Origin-Opener-Policy": "same-origin-allow-popups"}
 
 
 def session():
@@ -121,6 +127,77 @@ def test_post_with_browser_origin_passes_the_origin_check():
         "curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:8188/prompt "
         f"-H 'Origin: http://{G}' -H 'Content-Type: application/json' -d '{body}'")
     assert out == "403"
+
+
+def test_cross_origin_prompt_is_refused_before_any_instance_sees_it(proxy):
+    """What any web page an artist visits could send: a "simple" text/plain POST (no CORS preflight) with the
+    artist's cached credentials. NGINX refuses it; no instance queues it."""
+    refused = client_id()
+    body = json.dumps({"prompt": graph(), "client_id": refused})
+    for url in (f"{REMOTE}prompt", f"{REMOTE}fleet-gpu1/cpu0/prompt", f"{REMOTE}fleet-gpu0/cpu1/api/prompt"):
+        for origin in (EVIL, "null", "https://fleet-proxy.evil.example", "https://fleet-proxy:8443"):
+            r = proxy.post(url, data=body, headers={"Origin": origin, "Content-Type": "text/plain"}, timeout=10)
+            assert r.status_code == 403 and "nginx" in r.text, (url, origin, r.status_code, r.text[:200])
+    # fleet-gpu0's proxy (allow-list, no basic auth) refuses it too
+    r = requests.post(f"{LOCAL}prompt", data=body, headers={"Origin": EVIL, "Content-Type": "text/plain"}, timeout=10)
+    assert r.status_code == 403 and "nginx" in r.text
+    # Control: the proxy's own origin (its UI) is accepted, and the check below sees such a prompt.
+    accepted = client_id()
+    r = proxy.post(f"{REMOTE}fleet-gpu1/cpu0/prompt", data=json.dumps({"prompt": graph(), "client_id": accepted}),
+                   headers={"Origin": PROXY_ORIGIN, "Content-Type": "text/plain"}, timeout=10)
+    assert r.status_code == 200, r.text
+    wait_history(proxy, f"{REMOTE}fleet-gpu1/cpu0/", r.json()["prompt_id"])
+    assert seen_by_an_instance(accepted)
+    assert not seen_by_an_instance(refused)
+
+
+def test_cross_origin_upload_and_interrupt_are_refused(proxy):
+    files = {"image": ("x.png", b"\x89PNG\r\n\x1a\n", "image/png")}
+    r = proxy.post(f"{REMOTE}upload/image", files=files, data={"overwrite": "true"}, headers={"Origin": EVIL}, timeout=10)
+    assert r.status_code == 403
+    assert proxy.post(f"{REMOTE}interrupt", headers={"Origin": EVIL}, timeout=10).status_code == 403
+    # reading stays open to every origin (a link to the UI from elsewhere works); the browser keeps the answer
+    # from the other site's scripts
+    assert proxy.get(f"{REMOTE}queue", headers={"Origin": EVIL}, timeout=10).status_code == 200
+
+
+def test_prompt_without_origin_with_auth_works(proxy):
+    """API clients (curl, n8n, the collection's modules) send no Origin: they need only the credentials."""
+    r = proxy.post(f"{REMOTE}fleet-gpu1/cpu0/prompt", json={"prompt": graph()}, timeout=10)
+    assert r.status_code == 200 and "Origin" not in r.request.headers
+    wait_history(proxy, f"{REMOTE}fleet-gpu1/cpu0/", r.json()["prompt_id"])
+    assert requests.post(f"{REMOTE}prompt", json={"prompt": graph()}, verify=False, timeout=10).status_code == 401
+
+
+def test_cross_origin_websocket_is_refused_the_allowed_one_works():
+    with pytest.raises(ConnectionError, match="403"):
+        tls_ws(P, 443, f"/comfyui/ws?clientId={client_id()}", auth=AUTH, origin=EVIL)
+    with pytest.raises(ConnectionError, match="403"):
+        tls_ws(P, 443, f"/comfyui/fleet-gpu0/cpu0/ws?clientId={client_id()}", auth=AUTH, origin="null")
+    cid = client_id()
+    ws = tls_ws(P, 443, f"/comfyui/fleet-gpu1/cpu0/ws?clientId={cid}", auth=AUTH, origin=PROXY_ORIGIN)  # 101
+    try:
+        assert ws.recv_json()["data"]["sid"] == cid
+        answer = session().post(f"{REMOTE}fleet-gpu1/cpu0/prompt", json={"prompt": graph(), "client_id": cid},
+                                headers={"Origin": PROXY_ORIGIN}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert "execution_success" in [m["type"] for m in ws.collect_until(finished(answer.json()["prompt_id"]))]
+    finally:
+        ws.close()
+
+
+def test_security_headers_on_answers_and_errors(proxy):
+    answers = {
+        200: proxy.get(f"{REMOTE}system_stats", timeout=10),
+        401: requests.get(f"{REMOTE}system_stats", verify=False, timeout=10),
+        403: proxy.post(f"{REMOTE}prompt", data="{}", headers={"Origin": EVIL}, timeout=10),
+        301: proxy.get(REMOTE[:-1], allow_redirects=False, timeout=10),
+    }
+    for status, r in answers.items():
+        assert r.status_code == status, (status, r.status_code)
+        for name, value in SECURITY_HEADERS.items():
+            assert r.headers.get(name) == value, (status, name, r.headers)  # one value: ComfyUI's own are hidden
+        assert r.headers["Permissions-Policy"].startswith("geolocation=()")
 
 
 def test_upload_above_nginx_default_accepted_over_limit_refused():

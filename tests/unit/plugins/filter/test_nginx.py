@@ -1,6 +1,8 @@
-"""The nginx_upstreams filter, and the nginx role's templates rendered with it (no NGINX needed)."""
+"""The nginx role's filters (upstreams, origins, settings checks) and its templates rendered with them (no NGINX
+needed; tests/integration/fleet/ checks the rendered config's behaviour with real clients)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -8,7 +10,13 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from ansible_collections.comfyops.comfyui.plugins.filter.nginx import FilterModule, nginx_upstreams
+from ansible_collections.comfyops.comfyui.plugins.filter.nginx import (
+    FilterModule,
+    nginx_origins,
+    nginx_settings_problems,
+    nginx_state_instances,
+    nginx_upstreams,
+)
 
 ROLE = Path(__file__).resolve().parents[4] / "roles" / "nginx"
 
@@ -57,8 +65,218 @@ def test_bad_input_is_refused(hosts, message):
         nginx_upstreams(hosts, local=not (isinstance(hosts, list) and "address" in hosts[0]))
 
 
-def test_filter_is_registered():
-    assert FilterModule().filters()["nginx_upstreams"] is nginx_upstreams
+def test_filters_are_registered():
+    assert FilterModule().filters() == {"nginx_upstreams": nginx_upstreams, "nginx_state_instances": nginx_state_instances,
+                                        "nginx_origins": nginx_origins, "nginx_settings_problems": nginx_settings_problems}
+
+
+# A GPU host's fact file is another machine's data: nothing in it may reach the proxy config as syntax.
+INJECTION = "127.0.0.1:8188; } server { listen 9999; location / { proxy_pass http://evil; } #"
+
+
+@pytest.mark.parametrize("instance, field", [
+    ({"url": "http://" + INJECTION}, "url"),
+    ({"url": "http://127.0.0.1:8188\n}"}, "url"),
+    ({"url": "http://127.0.0.1:8188/;"}, "url"),
+    ({"url": "http://127.0.0.1:8188/extra/path"}, "url"),
+    ({"url": "http://user@127.0.0.1:8188"}, "url"),
+    ({"url": "https://127.0.0.1:8188"}, "url"),
+    ({"url": "http://fd00::5:8188"}, "url"),          # IPv6 without brackets
+    ({"url": "http://[fd00::5%eth0]:8188"}, "url"),  # zone ids have no place in NGINX
+    ({"url": "http://[not-v6]:8188"}, "url"),
+    ({"url": "http://256.1.1.1:8188"}, "url"),
+    ({"url": "http://1.2.3:8188"}, "url"),            # all-digit last label: neither IPv4 nor a name
+    ({"url": "http://127.0.0.1:99999"}, "url"),
+    ({"url": "http://a b:8188"}, "url"),
+    ({"url": ["http://127.0.0.1:8188"]}, "url"),
+    ({"port": "8188; }"}, "port"),
+    ({"port": 0}, "port"),
+    ({"port": 65536}, "port"),
+    ({"port": True}, "port"),
+    ({"port": 8188.5}, "port"),
+    ({"port": -1}, "port"),
+])
+def test_hostile_or_broken_instance_fields_are_refused_naming_host_and_field(instance, field):
+    inst = {"name": "comfyui-gpu0", "port": 8188, "url": "http://127.0.0.1:8188", **instance}
+    with pytest.raises(AnsibleFilterError) as err:
+        nginx_upstreams([{"host": "gpu-07", "address": "10.0.0.7", "instances": [inst]}], local=False)
+    message = str(err.value)
+    assert "host gpu-07, instance comfyui-gpu0: %s " % field in message, message
+    assert message.endswith("re-run the comfyui role on gpu-07")
+    assert "\n" not in message  # control characters are shown escaped, never raw
+
+
+@pytest.mark.parametrize("address", [INJECTION, "10.0.0.1\n", "10.0.0.1;", "gpu 01", "gpu-01.", "-gpu", "fd00::5%eth0",
+                                     "[10.0.0.1]", "http://10.0.0.1", "a" * 64 + ".example"])
+def test_hostile_upstream_address_is_refused(address):
+    with pytest.raises(AnsibleFilterError, match=r"host gpu-07: its address .* \(nginx_upstream_address"):
+        nginx_upstreams([{"host": "gpu-07", "address": address, "instances": instances(8188)}], local=False)
+
+
+@pytest.mark.parametrize("address, server", [
+    ("10.0.0.7", "10.0.0.7:8188"), ("gpu-07.lan", "gpu-07.lan:8188"), ("gpu_07", "gpu_07:8188"),
+    ("fd00::7", "[fd00::7]:8188"), ("[fd00::7]", "[fd00::7]:8188"), ("FD00:0:0::7", "[fd00::7]:8188"),
+])
+def test_upstream_addresses_ipv4_ipv6_and_names(address, server):
+    out = nginx_upstreams([{"host": "gpu-07", "address": address, "instances": instances(8188)}], local=False)
+    assert out[0]["server"] == server
+
+
+@pytest.mark.parametrize("url, server", [
+    ("http://[fd00::9]:8188", "[fd00::9]:8188"), ("http://gpu-07.lan:8188/", "gpu-07.lan:8188"),
+    ("http://192.168.1.9:8188", "192.168.1.9:8188"),
+])
+def test_instance_urls_ipv6_and_names(url, server):
+    inst = [{"name": "comfyui-gpu0", "port": 8188, "url": url}]
+    assert nginx_upstreams([{"host": "h", "address": "10.0.0.1", "instances": inst}], local=False)[0]["server"] == server
+
+
+def test_state_instances_from_the_fact_file():
+    text = json.dumps({"comfyui": {"instances": instances(8188)}, "nginx": {}})
+    assert nginx_state_instances(text, "gpu-07", "/etc/ansible/facts.d/comfyops.fact") == instances(8188)
+    assert nginx_state_instances("{}", "gpu-07") == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"comfyui": {"instances": [', "/f.fact on gpu-07 is not valid JSON"),  # truncated
+    ("", "is not valid JSON"),
+    ("[1, 2]", "no list at comfyui.instances"),
+    ('{"comfyui": {"instances": "x"}}', "no list at comfyui.instances"),
+    ('{"comfyui": []}', "no list at comfyui.instances"),
+])
+def test_broken_fact_file_is_named_with_the_fix(text, message):
+    with pytest.raises(AnsibleFilterError, match=message) as err:
+        nginx_state_instances(text, "gpu-07", "/f.fact")
+    assert "re-run the comfyui role on gpu-07" in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, origins", [
+    ({}, ["http://proxy.example"]),
+    ({"http_port": 8080}, ["http://proxy.example:8080"]),
+    ({"tls": True}, ["https://proxy.example"]),
+    ({"tls": True, "https_port": 8443}, ["https://proxy.example:8443"]),
+    ({"tls": True, "redirect": False}, ["https://proxy.example", "http://proxy.example"]),
+    ({"tls": True, "redirect": False, "http_port": 443, "https_port": 80}, ["https://proxy.example:80",
+                                                                            "http://proxy.example:443"]),
+    ({"tls": True, "root_vhost": True}, ["https://proxy.example", "https://proxy.example:8080"]),
+    ({"root_vhost": True, "root_vhost_port": 80, "root_vhost_server_name": "root.example *.x.example"},
+     ["http://proxy.example", "http://root.example"]),
+    ({"root_vhost": True, "root_vhost_port": 80, "root_vhost_server_name": "_"}, ["http://proxy.example"]),
+])
+def test_default_origins_are_what_a_browser_sends(kwargs, origins):
+    assert nginx_origins("proxy.example", **kwargs) == origins
+
+
+def test_origins_lower_case_and_bracket_the_host():
+    assert nginx_origins("Proxy.Example") == ["http://proxy.example"]
+    assert nginx_origins("fd00::1", tls=True) == ["https://[fd00::1]"]
+    assert nginx_origins("10.0.0.5", http_port=8080) == ["http://10.0.0.5:8080"]
+
+
+@pytest.mark.parametrize("host", ["proxy.example; }", "proxy\n", "", "http://proxy", "proxy.example:80"])
+def test_origins_refuse_a_bad_public_host(host):
+    with pytest.raises(AnsibleFilterError, match="nginx_public_host"):
+        nginx_origins(host)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"http_port": "abc"}, "nginx_http_port 'abc' is not an integer port"),
+    ({"https_port": 0}, "nginx_https_port 0 is not a port between 1 and 65535"),
+    ({"root_vhost_port": "8080; }"}, "nginx_root_vhost_port"),
+])
+def test_origins_refuse_bad_ports(kwargs, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        nginx_origins("proxy.example", **kwargs)
+
+
+# name, value, what the problem says (None: accepted)
+SETTINGS = [
+    ("nginx_http_port", 80, None), ("nginx_http_port", 70000, "between 1 and 65535"),
+    ("nginx_https_port", 0, "between 1 and 65535"), ("nginx_root_vhost_port", "8080", "must be an integer"),
+    ("nginx_https_port", True, "must be an integer"),
+    ("nginx_upstream_keepalive", 0, "at least 1"), ("nginx_upstream_max_fails", -1, "at least 0"),
+    ("nginx_proxy_read_timeout", "1800s", None), ("nginx_proxy_read_timeout", "30m; }", "an NGINX time"),
+    ("nginx_upstream_fail_timeout", "30 s", "an NGINX time"),
+    ("nginx_client_max_body_size", "10G", None), ("nginx_client_max_body_size", "10GB", "a size"),
+    ("nginx_prompt_rate_limit", "", None), ("nginx_prompt_rate_limit", "2r/s", None),
+    ("nginx_prompt_rate_limit", "2r/h", "a rate"),
+    ("nginx_base_path", "/comfyui", None), ("nginx_base_path", "/comfyui { }", "a path like /comfyui"),
+    ("nginx_base_path", "/a\nb", "a path like /comfyui"),
+    ("nginx_tls_ciphers", "ECDHE-RSA-AES128-GCM-SHA256:!aNULL", None), ("nginx_tls_ciphers", "A; ssl off", "cipher list"),
+    ("nginx_tls_protocols", ["TLSv1.3"], None), ("nginx_tls_protocols", ["TLSv1.3;"], "is not one of"),
+    ("nginx_tls_protocols", [], "must not be empty"),
+    ("nginx_listen_addresses", ["0.0.0.0", "[::]", "127.0.0.1", "*", "proxy.lan"], None),
+    ("nginx_listen_addresses", ["::"], "without brackets: write [::]"),
+    ("nginx_listen_addresses", ["0.0.0.0:80"], "is not an IPv4"), ("nginx_listen_addresses", [], "must not be empty"),
+    ("nginx_listen_addresses", "0.0.0.0", "must be a list"),
+    ("nginx_server_name", "_", None), ("nginx_server_name", "comfy.example.com *.comfy.example.com .x.example www.*", None),
+    ("nginx_server_name", "comfy.example.com; return 200", "'comfy.example.com;'"),
+    ("nginx_server_name", "~^(?<x>.+)$", "regular-expression names are not supported"),
+    ("nginx_server_name", "a\nb", "control characters"), ("nginx_root_vhost_server_name", "", "one or more names"),
+    ("nginx_public_host", "comfy.example.com", None), ("nginx_public_host", "fd00::1", None),
+    ("nginx_public_host", "comfy.example.com/x", "is not an IPv4"),
+    ("nginx_allowed_origins", ["https://comfy.example.com", "http://10.0.0.5:8080", "http://[fd00::1]"], None),
+    ("nginx_allowed_origins", [], None),
+    ("nginx_allowed_origins", ["https://comfy.example.com/"], "write https://comfy.example.com"),
+    ("nginx_allowed_origins", ["https://comfy.example.com:443"], "write https://comfy.example.com"),
+    ("nginx_allowed_origins", ["HTTPS://Comfy.Example.com"], "write https://comfy.example.com"),
+    ("nginx_allowed_origins", ["comfy.example.com"], "is not scheme://host[:port]"),
+    ("nginx_allowed_origins", ["*"], "is not scheme://host[:port]"),
+    ("nginx_allowed_origins", ["null"], "is not scheme://host[:port]"),
+    ("nginx_allowed_origins", ['https://a.example" 1; default 1; "'], "has a host or port that is not"),
+    ("nginx_allowed_origins", ["https://a.example\n"], "has a host or port that is not"),
+    ("nginx_allowed_origins", ["https://a.example/comfyui/"], "is not scheme://host[:port]"),
+    ("nginx_allowed_origins", ["https://a.example:99999"], "host or port"),
+    ("nginx_allowed_origins", ["ftp://a.example"], "is not scheme://host[:port]"),
+    ("nginx_allow", ["10.0.0.0/8", "192.0.2.7", "fd00::/8"], None),
+    ("nginx_allow", ["all"], "is not an IPv4/IPv6 address or CIDR"),
+    ("nginx_allow", ["0.0.0.0/0"], "allows every client"), ("nginx_allow", ["::/0"], "allows every client"),
+    ("nginx_allow", ["10.0.0.0/8; allow all"], "is not an IPv4/IPv6"),
+    ("nginx_basic_auth_realm", "ComfyUI", None), ("nginx_basic_auth_realm", "off", "would switch basic auth off"),
+    ("nginx_basic_auth_realm", "OFF", "would switch basic auth off"),
+    ("nginx_basic_auth_realm", 'x"; auth_basic off; #', 'must not contain "'),
+    ("nginx_basic_auth_realm", "x\ny", "control characters"),
+    ("nginx_security_headers", {"X-Frame-Options": "DENY"}, None),
+    ("nginx_security_headers", {"X-A": 'v" always; add_header X "y'}, 'value for X-A that must not contain "'),
+    ("nginx_security_headers", {"X-A": "v\r\nSet-Cookie: a=b"}, "control characters"),
+    ("nginx_security_headers", {"X A": "v"}, "header name 'X A'"),
+    ("nginx_security_headers", ["X-A"], "must be a dict"),
+    ("nginx_tls_certificate", "", None), ("nginx_tls_certificate", "/etc/ssl/a.pem", None),
+    ("nginx_tls_certificate", "/etc/ssl/a.pem; ssl off", "absolute path"),
+    ("nginx_tls_client_ca", "relative/ca.pem", "absolute path"),
+    ("nginx_basic_auth_file", "/etc/nginx/a b", "absolute path"),
+    ("nginx_tls_selfsigned_dir", "/etc/ssl/x\n", "absolute path"),
+    ("nginx_tls_selfsigned_names", ["fleet-gpu0", "127.0.0.1", "fd00::1", "*.comfy.example.com"], None),
+    ("nginx_tls_selfsigned_names", ["*"], "is not an IPv4"), ("nginx_tls_selfsigned_names", [], "must not be empty"),
+    ("nginx_tls_selfsigned_names", ["a\nb"], "is not an IPv4"),
+    ("nginx_upstream_hosts", ["gpu-01", "gpu-02.lan"], None), ("nginx_upstream_hosts", ["gpu 01"], "inventory host"),
+    ("nginx_not_checked", "anything; }", None),
+]
+
+
+@pytest.mark.parametrize("name, value, problem", SETTINGS)
+def test_settings_problems(name, value, problem):
+    out = nginx_settings_problems({name: value})
+    if problem is None:
+        assert out == []
+    else:
+        assert len(out) == 1 and out[0].startswith(name) and problem in out[0], out
+        assert "\n" not in out[0] and "\r" not in out[0]
+
+
+def test_settings_problems_reports_every_bad_setting():
+    out = nginx_settings_problems({"nginx_http_port": 0, "nginx_https_port": 443, "nginx_allow": ["all"]})
+    assert [line.split()[0] for line in out] == ["nginx_http_port=0", "nginx_allow"]
+    with pytest.raises(AnsibleFilterError, match="expected a dict"):
+        nginx_settings_problems(["nginx_http_port"])
+
+
+def test_the_role_defaults_pass_the_checks():
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    values = {k: v for k, v in defaults.items() if not (isinstance(v, str) and "{{" in v)}
+    values.update(nginx_public_host="gpu-01", nginx_tls_selfsigned_names=["gpu-01"], nginx_upstream_hosts=["gpu-01"],
+                  nginx_allowed_origins=nginx_origins("gpu-01"))
+    assert nginx_settings_problems(values) == []
 
 
 # Rendering: the role's defaults plus a few facts, with Ansible's filters that the templates use.
@@ -72,7 +290,8 @@ def render(template, **overrides):
     values.update(ansible_managed="managed", ansible_facts={"architecture": "x86_64"}, nginx_basic_auth=False,
                   nginx_org_repo_url="https://nginx.org/packages/debian", nginx_org_repo_suite="trixie",
                   _nginx_base_path="/comfyui", _nginx_main_ports=[80],
-                  _nginx_upstreams=nginx_upstreams([{"host": "h", "instances": instances(8188, 8189)}]))
+                  _nginx_upstreams=nginx_upstreams([{"host": "h", "instances": instances(8188, 8189)}]),
+                  nginx_allowed_origins=["http://h"])
     values.update(overrides)
     return env.get_template(template).render(**values)
 
@@ -88,6 +307,60 @@ def test_site_has_the_comfyui_locations_and_proxy_settings():
         assert line in conf, line
     assert "ssl" not in conf and "auth_basic" not in conf and "limit_req" not in conf
     assert conf.count("{") == conf.count("}")
+
+
+def server_blocks(conf):
+    """The text of each top-level server block."""
+    return ["server {" + part.split("\n}\n", 1)[0] for part in conf.split("\nserver {")[1:]]
+
+
+def test_origin_maps_allow_the_listed_origins_and_requests_without_one():
+    conf = render("comfyops-comfyui.conf.j2",
+                  nginx_allowed_origins=["https://comfy.example.com", "http://10.0.0.5:8080", "https://comfy.example.com"])
+    origin_map = conf.split("map $http_origin $comfyops_origin_allowed {")[1].split("}")[0]
+    assert [line.split() for line in origin_map.strip().splitlines()] == [
+        ["default", "0;"], ['""', "1;"], ['"https://comfy.example.com"', "1;"], ['"http://10.0.0.5:8080"', "1;"]]
+    method_map = conf.split('map "$request_method:$http_upgrade" $comfyops_origin_required {')[1].split("}")[0]
+    # only plain GET/HEAD/OPTIONS (no Upgrade header) are exempt; every other method and every upgrade needs it
+    assert [line.split() for line in method_map.strip().splitlines()] == [
+        ["default", "1;"], ["GET:", "0;"], ["HEAD:", "0;"], ["OPTIONS:", "0;"]]
+    assert 'map "$comfyops_origin_required$comfyops_origin_allowed" $comfyops_cross_site {' in conf
+    assert "    10      1;" in conf.split("$comfyops_cross_site {")[1].split("}")[0]
+
+
+def test_every_comfyui_server_refuses_cross_site_before_auth_and_proxying():
+    conf = render("comfyops-comfyui.conf.j2", nginx_tls_mode="provided", _nginx_tls_certificate="/c.pem",
+                  _nginx_tls_certificate_key="/k.pem", nginx_basic_auth=True, nginx_root_vhost=True,
+                  _nginx_main_ports=[80, 443], __nginx_tls_cert_stat={"stat": {"checksum": "abc"}})
+    redirect, main, root = server_blocks(conf)
+    assert "return 301 https://" in redirect and "comfyops_cross_site" not in redirect
+    for block in (main, root):
+        check = block.index("if ($comfyops_cross_site) {\n        return 403;\n    }")
+        assert check < block.index("auth_basic ") < block.index("location ")
+
+
+def test_security_headers_on_every_answer_replacing_comfyuis_own():
+    conf = render("comfyops-comfyui.conf.j2")
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["nginx_security_headers"]
+    assert {"X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy",
+            "Permissions-Policy", "Cross-Origin-Opener-Policy"} <= set(defaults)
+    # no script policy: ComfyUI's frontend and custom node UIs rely on inline and dynamic code
+    assert defaults["Content-Security-Policy"] == "frame-ancestors 'self'"
+    for name, value in defaults.items():
+        assert f'add_header {name} "{value}" always;' in conf
+        assert f"proxy_hide_header {name};" in conf
+
+
+def test_client_certificates_also_refuse_the_plain_http_listener():
+    conf = render("comfyops-comfyui.conf.j2", nginx_tls_mode="selfsigned", _nginx_tls_certificate="/c.pem",
+                  _nginx_tls_certificate_key="/k.pem", nginx_tls_redirect=False, nginx_tls_client_ca="/etc/ssl/ca.pem",
+                  _nginx_main_ports=[80, 443], __nginx_tls_cert_stat={"stat": {"checksum": "abc"}})
+    (main,) = server_blocks(conf)
+    assert "listen 0.0.0.0:80 default_server;" in main and "listen 0.0.0.0:443 ssl default_server;" in main
+    for line in ["ssl_client_certificate /etc/ssl/ca.pem;", "ssl_verify_client on;",
+                 "if ($ssl_client_verify != SUCCESS) {\n        return 403;"]:
+        assert line in main, line
+    assert "ssl_verify_client" not in render("comfyops-comfyui.conf.j2")
 
 
 def test_site_with_tls_redirect_auth_rate_limit_root_vhost_and_extra_directives():
