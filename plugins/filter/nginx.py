@@ -123,22 +123,6 @@ def nginx_upstreams(hosts, base_path="/comfyui", local=True):
     return out
 
 
-def nginx_state_instances(text, host="?", path="the fact file"):
-    """The comfyui role's instances from the text of a host's fact file; a clear error naming the host and file
-    when the file is not what the comfyui role writes (truncated, edited)."""
-    try:
-        state = json.loads(text)
-    except ValueError as exc:
-        raise AnsibleFilterError("nginx role: %s on %s is not valid JSON (%s): re-run the comfyui role on %s "
-                                 "to rewrite it" % (path, host, exc, host))
-    comfyui = state.get("comfyui", {}) if isinstance(state, dict) else None
-    instances = comfyui.get("instances", []) if isinstance(comfyui, dict) else None
-    if not isinstance(instances, list):
-        raise AnsibleFilterError("nginx role: %s on %s has no list at comfyui.instances: re-run the comfyui role "
-                                 "on %s to rewrite it" % (path, host, host))
-    return instances
-
-
 def _origin(scheme, host, port):
     return "%s://%s%s" % (scheme, host, "" if int(port) == _DEFAULT_PORTS[scheme] else ":%d" % int(port))
 
@@ -355,7 +339,6 @@ class FilterModule(object):
     def filters(self):
         return {
             "nginx_upstreams": nginx_upstreams,
-            "nginx_state_instances": nginx_state_instances,
             "nginx_origins": nginx_origins,
             "nginx_settings_problems": nginx_settings_problems,
         }

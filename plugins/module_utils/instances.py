@@ -148,4 +148,20 @@ def record_problem(record):
     suffix = record.get("suffix", name[len("comfyui-"):] if name.startswith("comfyui-") else name)
     if not isinstance(suffix, str) or not _NAME.match(suffix):
         return "suffix %r is not a plain path segment" % (suffix,)
+    for field in ("url", "internal_url"):
+        if field in record and not _plain_url(record[field]):
+            return "%s %r is not an http URL with a plain host and port" % (field, record[field])
     return None
+
+
+def _plain_url(value):
+    """http://host:port with an address or host name, nothing else (a trailing / allowed)."""
+    match = re.match(r"^http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})/?\Z", value) if isinstance(value, str) else None
+    if not match:
+        return False
+    try:
+        check_address(match.group(1), "url")
+        to_int(match.group(2), "url", 1, 65535)
+    except RecordError:
+        return False
+    return True

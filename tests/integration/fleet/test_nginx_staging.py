@@ -97,8 +97,8 @@ def test_upstream_address_carrying_nginx_syntax_fails_preflight():
 @pytest.mark.parametrize("damage, expected", [
     # NGINX syntax in an instance URL of a GPU host's fact file
     (lambda state: state["comfyui"]["instances"][0].update(url="http://127.0.0.1:8188; } server { listen 9999; #"),
-     "host fleet-gpu1, instance comfyui-cpu0: url 'http://127.0.0.1:8188; } server { listen 9999; #'"),
-    (None, FACT + " on fleet-gpu1 is not valid JSON"),  # truncated
+     "comfyui.instances[0]: url 'http://127.0.0.1:8188; } server { listen 9999; #' is not an http URL"),
+    (None, "deployment record " + FACT + " is not valid JSON"),  # truncated
 ])
 def test_hostile_or_broken_fact_file_on_a_gpu_host_fails_preflight(damage, expected):
     original = GPU1.file(FACT).content_string

@@ -14,7 +14,6 @@ from ansible_collections.comfyops.comfyui.plugins.filter.nginx import (
     FilterModule,
     nginx_origins,
     nginx_settings_problems,
-    nginx_state_instances,
     nginx_upstreams,
 )
 
@@ -66,7 +65,7 @@ def test_bad_input_is_refused(hosts, message):
 
 
 def test_filters_are_registered():
-    assert FilterModule().filters() == {"nginx_upstreams": nginx_upstreams, "nginx_state_instances": nginx_state_instances,
+    assert FilterModule().filters() == {"nginx_upstreams": nginx_upstreams,
                                         "nginx_origins": nginx_origins, "nginx_settings_problems": nginx_settings_problems}
 
 
@@ -129,25 +128,6 @@ def test_upstream_addresses_ipv4_ipv6_and_names(address, server):
 def test_instance_urls_ipv6_and_names(url, server):
     inst = [{"name": "comfyui-gpu0", "port": 8188, "url": url}]
     assert nginx_upstreams([{"host": "h", "address": "10.0.0.1", "instances": inst}], local=False)[0]["server"] == server
-
-
-def test_state_instances_from_the_fact_file():
-    text = json.dumps({"comfyui": {"instances": instances(8188)}, "nginx": {}})
-    assert nginx_state_instances(text, "gpu-07", "/etc/ansible/facts.d/comfyops.fact") == instances(8188)
-    assert nginx_state_instances("{}", "gpu-07") == []
-
-
-@pytest.mark.parametrize("text, message", [
-    ('{"comfyui": {"instances": [', "/f.fact on gpu-07 is not valid JSON"),  # truncated
-    ("", "is not valid JSON"),
-    ("[1, 2]", "no list at comfyui.instances"),
-    ('{"comfyui": {"instances": "x"}}', "no list at comfyui.instances"),
-    ('{"comfyui": []}', "no list at comfyui.instances"),
-])
-def test_broken_fact_file_is_named_with_the_fix(text, message):
-    with pytest.raises(AnsibleFilterError, match=message) as err:
-        nginx_state_instances(text, "gpu-07", "/f.fact")
-    assert "re-run the comfyui role on gpu-07" in str(err.value)
 
 
 @pytest.mark.parametrize("kwargs, origins", [

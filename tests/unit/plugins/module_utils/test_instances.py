@@ -94,3 +94,16 @@ def test_conversions():
     assert to_list("a, b,,c", "x") == ["a", "b", "c"] and to_list(None, "x") == [] and to_list(["a"], "x") == ["a"]
     with pytest.raises(RecordError, match="x must be a list"):
         to_list({"a": 1}, "x")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8188; } server { listen 9999; #", "http://[::1]:8188\n",
+                                 "http://a b:8188", "ftp://127.0.0.1:8188", "http://127.0.0.1:99999"])
+def test_a_record_url_carrying_anything_but_a_host_and_port_is_refused(url):
+    assert "is not an http URL with a plain host and port" in record_problem(
+        {"name": "comfyui-cpu0", "port": 8188, "url": url})
+
+
+def test_the_urls_the_record_makes_pass_its_own_check():
+    for bind in ("127.0.0.1", "::1", "0.0.0.0", "gpu01.lan"):
+        for rec in instances("cpu", 8188, bind, cpu_instances=2):
+            assert record_problem(rec) is None, rec
