@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in python3 git debootstrap apt-ftparchive gpg dpkg-scanpackages busybox shellcheck; do
+for cmd in python3 git debootstrap apt-ftparchive gpg dpkg-scanpackages busybox shellcheck chromium; do
   command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(venv)
@@ -13,7 +13,7 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] installing system packages (missing: ${need[*]})"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv git debootstrap apt-utils \
-    gnupg dpkg-dev busybox-static ca-certificates shellcheck >/dev/null
+    gnupg dpkg-dev busybox-static ca-certificates shellcheck chromium >/dev/null
 fi
 
 stamp=.venv/.requirements.sha256

@@ -1,36 +1,70 @@
 #!/usr/bin/env bash
-# Set up everything and run every test: lint, unit + contract + integration (pytest), ansible-test sanity, then each
-# molecule scenario (check mode, converge, idempotence, verify). Prints each step's duration; any
-# failure fails the whole run.
-#   scripts/test.sh                 everything
-#   scripts/test.sh docker          only the named molecule scenario(s), after lint, pytest and sanity
+# Set up everything and run every test: lint, unit + contract + integration (pytest, with the coverage floor),
+# ansible-test sanity, then each molecule scenario (check mode, converge, idempotence, verify). Prints each step's
+# duration and the total; any failure fails the whole run.
+#   scripts/test.sh                 everything, in parallel lanes (CI: .ci/run)
+#   scripts/test.sh docker          lint, pytest, sanity, then only the named molecule scenario(s), one after the other
+# Lanes share the 2 cores; each writes its log to tests/output/ci/<lane>.log, and a failed lane's log tail is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_HOME="$PWD/.ansible"
+logs=tests/output/ci
+rm -rf "$logs"
+mkdir -p "$logs"
 
-declare -a summary=()
-step() {  # name command...
-  local name=$1 start rc=0
-  shift
-  echo "=== $name"
-  start=$(date +%s)
-  "$@" || rc=$?
-  summary+=("$(printf '%-28s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo FAILED)")")
-  if [ $rc != 0 ]; then
-    printf '%s\n' "--- durations" "${summary[@]}"
-    echo "FAILED: $name (exit $rc)"
-    exit $rc
-  fi
-}
-
-step "ansible-lint" ansible-lint --offline -q
-step "pytest" python -m pytest -q tests
-step "ansible-test sanity" tests/sanity/run.sh
+# The steps: name and command.
+declare -A commands=(
+  [lint]="ansible-lint --offline -q"
+  [pytest]="python -m pytest -q tests"
+  [sanity]="tests/sanity/run.sh"
+)
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || mapfile -t scenarios < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
-for s in "${scenarios[@]}"; do
-  step "molecule $s" molecule test -s "$s"
+for s in "${scenarios[@]}"; do commands["molecule $s"]="molecule test -s $s"; done
+
+# Lanes: the longest scenario alone, the rest balanced by their last measured durations (README, "Test times").
+if [ $# -gt 0 ]; then
+  lanes=("lint|pytest|sanity$(printf '|molecule %s' "${scenarios[@]}")")
+else
+  lanes=("lint|pytest|sanity|molecule docker|molecule nvidia_container_toolkit"
+         "molecule upstream"
+         "$(printf 'molecule %s|' "${scenarios[@]}" | tr '|' '\n' \
+            | grep -vxE 'molecule (upstream|docker|nvidia_container_toolkit)' | paste -sd'|')")
+fi
+
+run_lane() {  # index, "step|step|..."
+  local n=$1 steps=$2 step start rc
+  IFS='|' read -r -a list <<<"$steps"
+  for step in "${list[@]}"; do
+    [ -n "$step" ] || continue
+    start=$(date +%s)
+    echo "=== $step" >>"$logs/lane$n.log"
+    rc=0
+    bash -c "${commands[$step]}" >>"$logs/lane$n.log" 2>&1 || rc=$?
+    printf '%-34s %5ss  %s\n' "$step" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo "FAILED (lane $n)")" \
+      | tee -a "$logs/summary.txt"
+    [ $rc = 0 ] || return $rc
+  done
+}
+
+total_start=$(date +%s)
+pids=()
+for i in "${!lanes[@]}"; do
+  run_lane "$i" "${lanes[$i]}" &
+  pids+=($!)
 done
-printf '%s\n' "--- durations" "${summary[@]}"
+failed=()
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("$i"); done
+echo "--- durations (lanes in parallel)"
+cat "$logs/summary.txt"
+printf '%-34s %5ss\n' "total" "$(($(date +%s) - total_start))"
+if [ ${#failed[@]} -gt 0 ]; then
+  for i in "${failed[@]}"; do
+    echo "--- last 150 lines of lane $i (${lanes[$i]}); whole log: $logs/lane$i.log"
+    tail -n 150 "$logs/lane$i.log"
+  done
+  echo "FAILED: lane(s) ${failed[*]}"
+  exit 1
+fi
 echo "all tests passed"

@@ -41,6 +41,14 @@ CANARY_PROFILE = "canary"
 _TAIL_LINES = 15
 
 
+class _Exited(ComfyUIError):
+    """The container is gone: waiting longer cannot help."""
+
+    @property
+    def retryable(self):
+        return False
+
+
 class RolloutError(Exception):
     """A failure with a message for the user; result holds what the module reports with it."""
 
@@ -225,12 +233,21 @@ class Rollout:
     def _expected(self):
         return [c for p in self.packs for c in p["expected_classes"]]
 
-    def _wait_classes(self, url, deadline):
-        """(object_info, None) once the instance answers, or (None, problem text)."""
+    def _wait_classes(self, url, deadline, container=None):
+        """(object_info, None) once the instance answers, or (None, problem text); gives up at once when its
+        container has exited (a crash at start-up would otherwise cost the whole wait)."""
         client = self._client(url)
 
         def probe():
-            info = client.object_info()
+            try:
+                info = client.object_info()
+            except ComfyUIError:
+                state = (self.docker.container(container) or {}).get("State") or {} if container else {"Running": True}
+                if not state.get("Running") and not state.get("Restarting"):
+                    raise _Exited("the container %s exited (code %s): %s" % (
+                        container, state.get("ExitCode", "?"),
+                        _tail(self.docker.logs(container, 0), 6).replace("\n", " | ")))
+                raise
             if not isinstance(info, dict):
                 raise ComfyUIError("GET %s: not an object_info answer" % client.url("/object_info"), status=502)
             return info
@@ -263,7 +280,7 @@ class Rollout:
     def _verify(self, inst, since):
         """Wait for one instance and check every expected class; sets inst.verified/version/problem."""
         deadline = self.clock() + self.p["wait_timeout"]
-        info, problem = self._wait_classes(inst.url, deadline)
+        info, problem = self._wait_classes(inst.url, deadline, container=inst.name)
         if info is not None:
             missing = self._missing(info)
             problem = self._explain_missing(missing, inst.name, since) if missing else None

@@ -1,6 +1,6 @@
-"""playbooks/smoke.yml against the emulator: instances from the deployment state fact (one direct, one through its
-proxy_url), a tiny job on each with its latency, and the optional LTX-2 run skipped (with the reason) when the
-model files are missing."""
+"""playbooks/smoke.yml against the emulator: instances from the deployment state fact (one direct, one through the
+proxy URL a proxy host of comfyui_proxies recorded for it), a tiny job on each with its latency, and the optional
+LTX-2 run skipped (with the reason) when the model files are missing."""
 from __future__ import annotations
 
 import json
@@ -17,14 +17,16 @@ def test_smoke_playbook(tmp_path):
     with start_emulator(tmp_path / "emu") as emu:
         facts = tmp_path / "facts.d"
         facts.mkdir()
-        (facts / "comfyops.fact").write_text(json.dumps({"comfyui": {"instances": [
-            {"name": "comfyui-cpu0", "gpu": None, "port": emu.port, "url": emu.url},
-            # the "proxy": ComfyUI's own /api prefix stands in for a sub-path
-            {"name": "comfyui-cpu1", "gpu": None, "port": 1, "url": "http://127.0.0.1:1",
-             "proxy_url": emu.url + "/api/"},
-        ]}}))
+        (facts / "comfyops.fact").write_text(json.dumps({
+            "comfyui": {"instances": [
+                {"name": "comfyui-cpu0", "gpu": None, "port": emu.port, "url": emu.url},
+                {"name": "comfyui-cpu1", "gpu": None, "port": 1, "url": "http://127.0.0.1:1"}]},
+            # the proxy (this host too) recorded cpu1 only; ComfyUI's own /api prefix stands in for its sub-path
+            "nginx": {"instances": [{"host": "localhost", "name": "comfyui-cpu1", "server": "127.0.0.1:1",
+                                     "url": emu.url + "/api/"}]}}))
         inventory = tmp_path / "hosts.yml"
-        inventory.write_text(json.dumps({"gpu_hosts": {"hosts": {"localhost": {"ansible_connection": "local"}}}}))
+        local = {"hosts": {"localhost": {"ansible_connection": "local"}}}
+        inventory.write_text(json.dumps({"gpu_hosts": local, "comfyui_proxies": local}))
         rc, tasks = run_playbook(SMOKE, dict(smoke_fact_path=str(facts), smoke_dest=str(tmp_path / "out"),
                                              smoke_ltx2=True), tmp_path, inventory=str(inventory))
         host = {name: hosts.get("localhost") for name, hosts in tasks.items()}

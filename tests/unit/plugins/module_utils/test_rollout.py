@@ -43,6 +43,7 @@ class FakeDocker:
         self.images = {}
         self.calls = []
         self.fail_up = set()
+        self.crash = set()  # containers that exit right after start (an import-time crash)
 
     def add_image(self, ref):
         self.images[ref] = "sha256:" + str(abs(hash(ref)))
@@ -89,6 +90,10 @@ class FakeDocker:
                                          "Config": {"Image": svc["image"]}, "service": self._normalize(svc),
                                          "started": time.time()}
                 self._serve(name, svc["image"])
+                if name in self.crash:
+                    self.containers[name]["State"] = {"Running": False, "ExitCode": 1}
+                    (self.canary_server if name == "comfyui-canary" else self.servers[name]).set(
+                        "/object_info", b"", status=502)
             return 0, "", ""
         if cmd == "rm":
             for name in names:
@@ -111,6 +116,8 @@ class FakeDocker:
         if argv[1] == "logs":
             c = argv[-1]
             image = self.containers.get(c, {}).get("Config", {}).get("Image", "")
+            if c in self.crash:
+                return 0, "", "PermissionError: [Errno 13] Permission denied: '/opt/comfyui/user/__manager/snapshots'\n"
             return 0, "", (IMPORT_ERROR + "\n") if "broken" in image else "Starting server\n"
         if argv[1] == "restart":
             self.containers[argv[-1]]["started"] = time.time()
@@ -201,6 +208,18 @@ def test_a_broken_set_fails_on_the_canary_and_nothing_live_changes(rig):
     live = e.value.result["live"]
     assert live["image"] == "comfyops/comfyui:v28" and live["packs"][0]["commit"] == "aaa"
     assert e.value.result["canary"]["verified"] is False
+
+
+def test_a_canary_that_crashes_at_start_fails_at_once_with_its_last_log_lines(rig):
+    rig.deploy(compose_text("comfyops/comfyui:v28"))
+    rig.docker.crash = {"comfyui-canary"}
+    start = time.monotonic()
+    with pytest.raises(RolloutError) as e:
+        rig.deploy(compose_text("comfyops/comfyui:v28b", packs=("ccc",)), wait_timeout=60)
+    assert time.monotonic() - start < 10  # not the whole 60 s wait
+    assert "the container comfyui-canary exited (code 1)" in str(e.value)
+    assert "Permission denied: '/opt/comfyui/user/__manager/snapshots'" in str(e.value)
+    assert "nothing live changed" in str(e.value)
 
 
 def test_a_good_set_switches_one_instance_at_a_time_after_the_canary(rig):
