@@ -157,6 +157,9 @@ def nginx_origins(public_host, tls=False, http_port=80, https_port=443, redirect
 # name the entry ("entry 'x' ...").
 def _int_range(low, high=None):
     def check(value):
+        # -e nginx_http_port=8080 passes a string: digits are fine, the templates convert them
+        if isinstance(value, str) and re.match(r"^\s*\d+\s*\Z", value):
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             return "must be an integer"
         if value < low or (high is not None and value > high):

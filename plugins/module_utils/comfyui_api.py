@@ -28,7 +28,8 @@ _BODY_EXCERPT_CHARS = 300
 def comfyui_http_argument_spec():
     """Options shared by every module that talks to ComfyUI (doc fragment comfyops.comfyui.comfyui_http)."""
     return dict(
-        headers=dict(type="dict", default={}),
+        # may carry tokens (Authorization): never shown, also not with -vvv
+        headers=dict(type="dict", default={}, no_log=True),
         url_username=dict(type="str"),
         url_password=dict(type="str", no_log=True),
         validate_certs=dict(type="bool", default=True),
@@ -150,9 +151,10 @@ class ComfyUIClient:
 
     def __init__(self, base_url, headers=None, url_username=None, url_password=None,
                  validate_certs=True, ca_path=None, timeout=10.0, use_proxy=True, context=None):
-        parts = urlsplit(base_url or "")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("not an http(s) URL with a host: %r" % (base_url,))
+        problem = url_problem(base_url)
+        if problem:
+            raise ValueError(problem)
+        parts = urlsplit(base_url)
         self.base_url = base_url
         self.timeout = timeout
         if context is None:
@@ -269,6 +271,26 @@ class ComfyUIClient:
 
     def models(self, folder, timeout=None):
         return self.get_json("/models/" + _path_segment(folder), timeout=timeout)
+
+
+def redact_url(url):
+    """The URL with the password of its userinfo (if any) replaced by ***, for messages."""
+    parts = urlsplit(url or "")
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":%s@" % parts.password, ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def url_problem(url):
+    """Why url cannot address ComfyUI (in words that never repeat a password), or None."""
+    parts = urlsplit(url if isinstance(url, str) else "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL with a host: %r" % (redact_url(url) if isinstance(url, str) else url,)
+    if parts.username is not None or parts.password is not None:
+        return ("%s carries credentials in the URL: give them as url_username and url_password, which are kept out "
+                "of logs and messages" % redact_url(url))
+    return None
 
 
 def basic_auth(username, password):

@@ -238,7 +238,7 @@ from collections import OrderedDict
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api import comfyui_http_argument_spec
+from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api import comfyui_http_argument_spec, url_problem
 from ansible_collections.comfyops.comfyui.plugins.module_utils.health_probe import failure_message, probe_instances
 from ansible_collections.comfyops.comfyui.plugins.module_utils.instances import RECORD_FIELDS
 
@@ -261,9 +261,10 @@ def normalize_instances(url, instances):
             name, base = item.get("name"), item.get("url")
         else:
             raise ValueError("instances[%d]: expected a URL or a dict with name and url, got %r" % (pos, item))
-        parts = urlsplit(base if isinstance(base, str) else "")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("instances[%d]: not an http(s) URL with a host: %r" % (pos, base))
+        problem = url_problem(base)
+        if problem:
+            raise ValueError("instances[%d]: %s" % (pos, problem))
+        parts = urlsplit(base)
         name = str(name) if name not in (None, "") else parts.netloc + parts.path.rstrip("/")
         result.append((name, base))
     names = [n for n, _u in result]

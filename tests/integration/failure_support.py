@@ -25,3 +25,37 @@ def assert_fails_cleanly(playbook, host, snapshot, extra_vars, expected):
     assert "Traceback" not in out
     assert snapshot(host) == before
     return out
+
+
+def typed_as_an_operator_would(roles, scenario_vars):
+    """["-e", "name=value", ...] for every int and bool variable in the roles' argument specs, with the value the
+    scenario runs with (its inventory, else the spec's default) written as text, the way `-e key=value` passes it:
+    a run with them must change nothing (values from the command line are strings; the roles convert them)."""
+    import yaml
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    args = []
+    for role in roles:
+        spec = yaml.safe_load((root / "roles" / role / "meta" / "argument_specs.yml").read_text())
+        for name, option in spec["argument_specs"]["main"]["options"].items():
+            kind = option.get("type")
+            if kind not in ("int", "bool"):
+                continue
+            value = scenario_vars.get(name, option.get("default"))
+            if value is None or (isinstance(value, str) and "{{" in value):
+                continue  # derived from other settings: nothing an operator would type
+            text = ("true" if value else "false") if kind == "bool" and isinstance(value, bool) else str(value)
+            args += ["-e", "%s=%s" % (name, text)]
+    return args
+
+
+def scenario_vars(scenario, host=None):
+    """The group_vars/all (and host_vars of host) of a molecule scenario's inventory."""
+    import yaml
+    from pathlib import Path
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "molecule" / scenario / "molecule.yml").read_text())
+    inventory = config["provisioner"].get("inventory", {})
+    out = dict(inventory.get("group_vars", {}).get("all", {}))
+    if host:
+        out.update(inventory.get("host_vars", {}).get(host, {}))
+    return out

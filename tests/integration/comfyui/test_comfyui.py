@@ -7,10 +7,14 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from failure_support import scenario_vars, typed_as_an_operator_would  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
@@ -24,8 +28,8 @@ def get_json(host, port, path):
     return json.loads(host.check_output(f"curl -fsS http://127.0.0.1:{port}{path}"))
 
 
-def converge(host, extra_vars=None, verbose=False):
-    cmd = ["ansible-playbook", "-i", INVENTORY, "--limit", host.backend.get_hostname(), str(CONVERGE)]
+def converge(host, extra_vars=None, verbose=False, options=()):
+    cmd = ["ansible-playbook", "-i", INVENTORY, "--limit", host.backend.get_hostname(), str(CONVERGE), *options]
     if verbose:
         cmd.append("-v")
     if extra_vars:
@@ -121,6 +125,14 @@ def test_idempotence_restarted_nothing(host):
     recorded = dict(line.split() for line in host.file("/root/started_at.txt").content_string.splitlines())
     for name in INSTANCES:
         assert recorded["/" + name] == started_at(host, name), name
+
+
+def test_numbers_and_booleans_typed_on_the_command_line_change_nothing(host):
+    # -e comfyui_cpu_instances=2 passes the string "2", -e comfyui_canary=true the string "true"
+    typed = typed_as_an_operator_would(["docker", "comfyui"], scenario_vars("comfyui"))
+    assert "comfyui_cpu_instances=2" in typed and "comfyui_canary=true" in typed
+    rc, out = converge(host, options=typed)
+    assert rc == 0 and re.search(r"changed=0 ", out), out
 
 
 def test_node_requirements_survive_recreation(host):

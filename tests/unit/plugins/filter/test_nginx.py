@@ -172,7 +172,7 @@ def test_origins_refuse_bad_ports(kwargs, message):
 # name, value, what the problem says (None: accepted)
 SETTINGS = [
     ("nginx_http_port", 80, None), ("nginx_http_port", 70000, "between 1 and 65535"),
-    ("nginx_https_port", 0, "between 1 and 65535"), ("nginx_root_vhost_port", "8080", "must be an integer"),
+    ("nginx_https_port", 0, "between 1 and 65535"), ("nginx_root_vhost_port", "80x80", "must be an integer"),
     ("nginx_https_port", True, "must be an integer"),
     ("nginx_upstream_keepalive", 0, "at least 1"), ("nginx_upstream_max_fails", -1, "at least 0"),
     ("nginx_proxy_read_timeout", "1800s", None), ("nginx_proxy_read_timeout", "30m; }", "an NGINX time"),
@@ -264,6 +264,8 @@ def render(template, **overrides):
     env = Environment(loader=FileSystemLoader(str(ROLE / "templates")), undefined=StrictUndefined,
                       trim_blocks=True, keep_trailing_newline=True)
     env.filters["urlsplit"] = lambda url, part: __import__("urllib.parse").parse.urlsplit(url).hostname
+    # the role converts -e strings ("false", "8080") with | bool and | int, as Ansible does
+    env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("yes", "on", "1", "true")
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     values = {k: v for k, v in defaults.items() if not (isinstance(v, str) and "{{" in v)}
     values.update(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()))
@@ -364,3 +366,8 @@ def test_nginx_org_source_is_deb822_with_signed_by():
     assert "URIs: https://nginx.org/packages/debian\nSuites: trixie\nComponents: nginx\nArchitectures: amd64\n" in source
     assert "Signed-By: /etc/apt/keyrings/nginx-org.asc" in source
     assert 'Pin: origin "nginx.org"' in render("nginx-org.pref.j2")
+
+
+def test_numbers_from_the_command_line_are_fine():
+    # -e nginx_http_port=8080 passes a string
+    assert nginx_settings_problems({"nginx_http_port": "8080", "nginx_upstream_keepalive": " 32 "}) == []

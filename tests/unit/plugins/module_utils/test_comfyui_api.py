@@ -323,3 +323,20 @@ def test_use_proxy_false_ignores_the_environment(comfy, monkeypatch):
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
     client = ComfyUIClient(comfy.url, use_proxy=False)
     assert client.get("/queue").status == 200
+
+
+def test_a_url_with_credentials_is_refused_without_repeating_the_password():
+    from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api import redact_url, url_problem
+    problem = url_problem("https://operator:s3cret-sentinel@proxy.example/comfyui/")
+    assert "url_username and url_password" in problem and "s3cret-sentinel" not in problem
+    assert "operator:***@proxy.example" in problem
+    assert url_problem("https://proxy.example/comfyui/") is None
+    assert redact_url("http://u:p@h:1/x") == "http://u:***@h:1/x"
+    with pytest.raises(ValueError) as err:
+        ComfyUIClient("http://u:s3cret-sentinel@127.0.0.1:8188")
+    assert "s3cret-sentinel" not in str(err.value)
+
+
+def test_headers_are_never_logged():
+    # they carry Authorization tokens; no_log keeps them out of -vvv invocation output
+    assert api.comfyui_http_argument_spec()["headers"]["no_log"] is True

@@ -341,3 +341,10 @@ def test_normalize_required_models_errors(value, message):
     with pytest.raises(ValueError) as exc:
         normalize_required_models(value)
     assert str(exc.value).startswith(message)
+
+
+def test_an_instance_url_with_credentials_fails_without_echoing_them(run_module):
+    failed, result = run_module(comfyui_health.main, {"instances": [
+        {"name": "gpu0", "url": "https://operator:health-sentinel@proxy.example/comfyui/gpu0/"}]})
+    assert failed and "url_username and url_password" in result["msg"]
+    assert "health-sentinel" not in json.dumps(result)
