@@ -43,8 +43,33 @@ _value:
   elements: dict
 """
 
+import posixpath
+import re
+from urllib.parse import urlsplit
+
 from ansible.errors import AnsibleFilterError
-from ansible_collections.comfyops.comfyui.plugins.module_utils.instances import RecordError, instances, to_list
+from ansible_collections.comfyops.comfyui.plugins.module_utils.instances import (
+    RecordError,
+    check_address,
+    instances,
+    to_list,
+)
+from ansible_collections.comfyops.comfyui.plugins.module_utils.settings_checks import (
+    CONTROL,
+    each,
+    int_range,
+    matches,
+    plain,
+    problems,
+)
+
+# What a data root, project or state directory must not be: removing it (remove.yml) would take the system along.
+_SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
+                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var", "/var/lib"}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_DOCKER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]\Z")
+_DURATION = re.compile(r"^[0-9]+(ms|s|m|h)\Z")
 
 
 def comfyui_instances(settings):
@@ -67,6 +92,99 @@ def comfyui_list(value, variable="value"):
         raise AnsibleFilterError(str(e))
 
 
+def _own_dir(value):
+    """An absolute, normalized directory the role may create and (remove.yml) remove: never / or a system dir."""
+    if not isinstance(value, str) or CONTROL.search(value) or not value.startswith("/"):
+        return "must be an absolute path"
+    if posixpath.normpath(value) in _SYSTEM_DIRS:
+        return "is a system directory: give the role a directory of its own, such as /srv/comfyui"
+    if posixpath.normpath(value) != value:
+        return "must be a normalized path (no .., // or trailing /): %s" % posixpath.normpath(value)
+    return None
+
+
+def _no_userinfo(value):
+    if not isinstance(value, str) or CONTROL.search(value):
+        return "must be a single-line string"
+    parts = urlsplit(value)
+    if parts.scheme and parts.password is not None:
+        return ("carries a password in the URL: use a credential helper or a netrc file in root's home on the hosts "
+                "instead, so it never appears in output, files or the image")
+    return None
+
+
+def _env(value):
+    if not isinstance(value, dict):
+        return "must be a dict of NAME: value"
+    for name, item in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            return "has the name %r: names are letters, digits and _, not starting with a digit" % (name,)
+        text = item if isinstance(item, str) else str(item)
+        if isinstance(item, (dict, list)) or CONTROL.search(text) or "'" in text:
+            return "has a value for %s that must be one line without ' (compose takes it as it is)" % name
+    return None
+
+
+def _volume(value):
+    problem = plain(value, forbid="")
+    if problem:
+        return problem
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not all(p.startswith("/") for p in parts[:2]) or (
+            len(parts) == 3 and parts[2] not in ("ro", "rw", "z", "Z", "ro,z", "ro,Z")):
+        return "must be /host/path:/container/path[:ro]"
+    if parts[0].rstrip("/") in ("/var/run/docker.sock", "/run/docker.sock", "") or parts[0] == "/":
+        return "would give the containers (third-party node code) the host or its Docker daemon"
+    return None
+
+
+def _address(value):
+    try:
+        check_address(value, "it")
+    except RecordError as e:
+        return str(e)[len("it"):].strip() if str(e).startswith("it") else str(e)
+    return None
+
+
+_CHECKS = {
+    "comfyui_bind_address": _address,
+    "comfyui_data_root": _own_dir,
+    "comfyui_project_dir": _own_dir,
+    "comfyui_state_dir": _own_dir,
+    "comfyui_port": int_range(1, 65535),
+    "comfyui_cpu_instances": int_range(1, 64),
+    "comfyui_user": int_range(0, 2 ** 31 - 1),
+    "comfyui_group": int_range(0, 2 ** 31 - 1),
+    "comfyui_min_free_gb": int_range(0),
+    "comfyui_health_timeout": int_range(1),
+    "comfyui_drain_timeout": int_range(0),
+    "comfyui_keep_images": int_range(1),
+    "comfyui_lock_timeout": int_range(0),
+    "comfyui_models_max_parallel": int_range(1, 64),
+    "comfyui_models_min_free_mb": int_range(0),
+    "comfyui_stop_grace_period": matches(_DURATION, "a duration like 30s or 2m"),
+    "comfyui_project_name": matches(_DOCKER_NAME, "lower-case letters, digits, _, . and -"),
+    "comfyui_network_name": matches(_DOCKER_NAME, "lower-case letters, digits, _, . and -"),
+    "comfyui_network_alias": matches(_DOCKER_NAME, "lower-case letters, digits, _, . and -"),
+    "comfyui_image_name": matches(_IMAGE, "an image repository like comfyops/comfyui"),
+    "comfyui_env": _env,
+    "comfyui_extra_args": each(lambda v: plain(str(v), forbid="")),
+    "comfyui_extra_volumes": each(_volume),
+    "comfyui_pip_extra_args": each(_no_userinfo),
+    "comfyui_source_repo": _no_userinfo,
+    "comfyui_ltxvideo_repo": _no_userinfo,
+    "comfyui_torch_index_url": _no_userinfo,
+}
+
+
+def comfyui_settings_problems(settings):
+    """One line per comfyui role variable in `settings` that is unusable, naming it; unknown names are ignored."""
+    if not isinstance(settings, dict):
+        raise AnsibleFilterError("comfyui_settings_problems: expected a dict, got %s" % type(settings).__name__)
+    return problems(settings, _CHECKS)
+
+
 class FilterModule(object):
     def filters(self):
-        return {"comfyui_instances": comfyui_instances, "comfyui_list": comfyui_list}
+        return {"comfyui_instances": comfyui_instances, "comfyui_list": comfyui_list,
+                "comfyui_settings_problems": comfyui_settings_problems}

@@ -14,6 +14,14 @@ import re
 # Each filter's documentation is in its sidecar file (nginx_upstreams.yml, ...): one file holds four filters.
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.comfyops.comfyui.plugins.module_utils.settings_checks import (
+    CONTROL as _CONTROL,
+    each,
+    int_range,
+    matches,
+    plain,
+    problems,
+)
 
 _LOOPBACK_OR_ANY = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""}
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -22,7 +30,6 @@ _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS = re.compile(r"^%s(?:\.%s)*\Z" % (_LABEL, _LABEL))
 _URL = re.compile(r"^http://(?P<host>\[[^\]]*\]|[^/:\[\]@?#]*)(?::(?P<port>[0-9]{1,5}))?/?\Z")
 _ORIGIN = re.compile(r"^(?P<scheme>(?i:https?))://(?P<host>\[[^\]]*\]|[^/:\[\]@?#]*)(?::(?P<port>[0-9]{1,5}))?/?\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TIME = re.compile(r"^[0-9]+(ms|s|m|h|d|w|M|y)?\Z")
 _SIZE = re.compile(r"^[0-9]+[kKmMgG]?\Z")
 _BASE_PATH = re.compile(r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*/?\Z")
@@ -155,48 +162,6 @@ def nginx_origins(public_host, tls=False, http_port=80, https_port=443, redirect
 
 # The checks of nginx_settings_problems: check(value) returns what is wrong (a phrase) or None. Checks of lists
 # name the entry ("entry 'x' ...").
-def _int_range(low, high=None):
-    def check(value):
-        # -e nginx_http_port=8080 passes a string: digits are fine, the templates convert them
-        if isinstance(value, str) and re.match(r"^\s*\d+\s*\Z", value):
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            return "must be an integer"
-        if value < low or (high is not None and value > high):
-            return "must be %s" % ("between %d and %d" % (low, high) if high is not None else "at least %d" % low)
-        return None
-    return check
-
-
-def _matches(pattern, what):
-    def check(value):
-        return None if isinstance(value, str) and pattern.match(value) else "must be %s" % what
-    return check
-
-
-def _plain(value, forbid='"\\'):
-    if not isinstance(value, str):
-        return "must be a string"
-    if _CONTROL.search(value):
-        return "must not contain control characters (a newline, a tab)"
-    bad = sorted(set(c for c in value if c in forbid))
-    return "must not contain %s" % " ".join(bad) if bad else None
-
-
-def _each(check, allow_empty=True):
-    def each(values):
-        if not isinstance(values, list):
-            return "must be a list"
-        if not values and not allow_empty:
-            return "must not be empty"
-        for value in values:
-            problem = check(value)
-            if problem:
-                return "entry %r %s" % (value, problem)
-        return None
-    return each
-
-
 def _host_check(value):
     try:
         _host(value)
@@ -259,7 +224,7 @@ def _allow_entry(value):
 
 
 def _realm(value):
-    problem = _plain(value)
+    problem = plain(value)
     if problem is None and value.lower() == "off":
         return "must not be 'off' (NGINX would switch basic auth off)"
     return problem
@@ -271,7 +236,7 @@ def _headers(value):
     for name, text in value.items():
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
             return "has a header name %r that is not letters, digits and -" % (name,)
-        problem = _plain(text)
+        problem = plain(text)
         if problem:
             return "has a value for %s that %s" % (name, problem)
     return None
@@ -284,29 +249,29 @@ def _path(value):
 
 
 _CHECKS = {
-    "nginx_http_port": _int_range(1, 65535),
-    "nginx_https_port": _int_range(1, 65535),
-    "nginx_root_vhost_port": _int_range(1, 65535),
-    "nginx_upstream_max_fails": _int_range(0),
-    "nginx_upstream_keepalive": _int_range(1),
-    "nginx_prompt_rate_burst": _int_range(0),
-    "nginx_hsts_max_age": _int_range(0),
-    "nginx_upstream_fail_timeout": _matches(_TIME, "an NGINX time like 30s"),
-    "nginx_proxy_connect_timeout": _matches(_TIME, "an NGINX time like 60s"),
-    "nginx_proxy_send_timeout": _matches(_TIME, "an NGINX time like 1800s"),
-    "nginx_proxy_read_timeout": _matches(_TIME, "an NGINX time like 1800s"),
-    "nginx_client_max_body_size": _matches(_SIZE, "a size like 10G or 500m"),
-    "nginx_prompt_rate_limit": _matches(_RATE, "empty or a rate like 2r/s or 30r/m"),
-    "nginx_base_path": _matches(_BASE_PATH, "a path like /comfyui"),
-    "nginx_tls_ciphers": _matches(_CIPHERS, "an OpenSSL cipher list (names separated by :)"),
-    "nginx_tls_protocols": _each(lambda v: None if v in _TLS_PROTOCOLS else "is not one of "
+    "nginx_http_port": int_range(1, 65535),
+    "nginx_https_port": int_range(1, 65535),
+    "nginx_root_vhost_port": int_range(1, 65535),
+    "nginx_upstream_max_fails": int_range(0),
+    "nginx_upstream_keepalive": int_range(1),
+    "nginx_prompt_rate_burst": int_range(0),
+    "nginx_hsts_max_age": int_range(0),
+    "nginx_upstream_fail_timeout": matches(_TIME, "an NGINX time like 30s"),
+    "nginx_proxy_connect_timeout": matches(_TIME, "an NGINX time like 60s"),
+    "nginx_proxy_send_timeout": matches(_TIME, "an NGINX time like 1800s"),
+    "nginx_proxy_read_timeout": matches(_TIME, "an NGINX time like 1800s"),
+    "nginx_client_max_body_size": matches(_SIZE, "a size like 10G or 500m"),
+    "nginx_prompt_rate_limit": matches(_RATE, "empty or a rate like 2r/s or 30r/m"),
+    "nginx_base_path": matches(_BASE_PATH, "a path like /comfyui"),
+    "nginx_tls_ciphers": matches(_CIPHERS, "an OpenSSL cipher list (names separated by :)"),
+    "nginx_tls_protocols": each(lambda v: None if v in _TLS_PROTOCOLS else "is not one of "
                                  + ", ".join(sorted(_TLS_PROTOCOLS)), allow_empty=False),
-    "nginx_listen_addresses": _each(_listen_address, allow_empty=False),
+    "nginx_listen_addresses": each(_listen_address, allow_empty=False),
     "nginx_server_name": _server_names,
     "nginx_root_vhost_server_name": _server_names,
     "nginx_public_host": _host_check,
-    "nginx_allowed_origins": _each(_allowed_origin),
-    "nginx_allow": _each(_allow_entry),
+    "nginx_allowed_origins": each(_allowed_origin),
+    "nginx_allow": each(_allow_entry),
     "nginx_basic_auth_realm": _realm,
     "nginx_security_headers": _headers,
     "nginx_tls_certificate": _path,
@@ -316,9 +281,9 @@ _CHECKS = {
     "nginx_basic_auth_file": _path,
     "nginx_config_file": _path,
     # certificate names only (no NGINX config): wildcards allowed
-    "nginx_tls_selfsigned_names": _each(lambda v: _host_check(v[2:] if isinstance(v, str) and v.startswith("*.") else v),
+    "nginx_tls_selfsigned_names": each(lambda v: _host_check(v[2:] if isinstance(v, str) and v.startswith("*.") else v),
                                         allow_empty=False),
-    "nginx_upstream_hosts": _each(lambda v: None if isinstance(v, str) and _SAFE.match(v)
+    "nginx_upstream_hosts": each(lambda v: None if isinstance(v, str) and _SAFE.match(v)
                                   else "is not an inventory host name", allow_empty=False),
 }
 
@@ -328,14 +293,7 @@ def nginx_settings_problems(settings):
     is, naming the variable; variables without a check are ignored."""
     if not isinstance(settings, dict):
         raise AnsibleFilterError("nginx_settings_problems: expected a dict, got %s" % type(settings).__name__)
-    out = []
-    for name, value in settings.items():
-        check = _CHECKS.get(name)
-        problem = check(value) if check else None
-        if problem:
-            shown = "" if problem.startswith("entry ") or isinstance(value, (dict, list)) else "=%r" % (value,)
-            out.append("%s%s %s" % (name, shown, problem))
-    return out
+    return problems(settings, _CHECKS)
 
 
 class FilterModule(object):

@@ -5,14 +5,10 @@ real proxy that a failing check leaves the config, the state and the running NGI
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from role_checks import check_case, verdicts
 
 ROOT = Path(__file__).resolve().parents[2]
 TLS = {"nginx_tls_mode": "selfsigned"}
@@ -63,56 +59,16 @@ CASES = {
     "ipv6-public-host": ({"nginx_allow_anonymous": True, "nginx_public_host": "fd00::1"}, None),
 }
 
-PLAYBOOK = """
-- name: The nginx role's setting checks
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: Run the checks
-      ansible.builtin.include_role:
-        name: comfyops.comfyui.nginx
-        tasks_from: checks
-"""
-
-
 @pytest.fixture(scope="module")
-def verdicts(tmp_path_factory):
-    """{case: None when it passed, else the message it failed with}, from one ansible-playbook run."""
-    tmp = tmp_path_factory.mktemp("nginx-checks")
-    inventory = {"all": {"hosts": {name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                                          **variables} for name, (variables, _expected) in CASES.items()}}}
-    (tmp / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    (tmp / "checks.yml").write_text(PLAYBOOK)
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp / "inventory.yml"),
-                           "--forks", "10", str(tmp / "checks.yml")],
-                          cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=300)
-    try:
-        tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
-    except (ValueError, KeyError, IndexError):
-        pytest.fail("ansible-playbook gave no JSON result (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr))
-    out = {name: None for name in CASES}
-    for task in tasks:
-        for name, result in task["hosts"].items():
-            if result.get("failed"):
-                out[name] = result["msg"]
-    out["_output"] = proc.stdout + proc.stderr
-    return out
+def found(tmp_path_factory):
+    return verdicts("nginx", CASES, tmp_path_factory.mktemp("nginx-checks"))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_case(verdicts, case):
-    expected = CASES[case][1]
-    message = verdicts[case]
-    if expected is None:
-        assert message is None, message
-    else:
-        assert message is not None, "%s passed the checks" % case
-        assert message.startswith("nginx role: ")
-        for text in expected:
-            assert text in message, message
+def test_case(found, case):
+    check_case("nginx", CASES, found, case)
 
 
-def test_no_secret_and_no_traceback_in_the_output(verdicts):
-    assert "s3cret-sentinel" not in verdicts["_output"]
-    assert "Traceback" not in verdicts["_output"]
+def test_no_secret_and_no_traceback_in_the_output(found):
+    assert "s3cret-sentinel" not in found["_output"]
+    assert "Traceback" not in found["_output"]
