@@ -174,6 +174,7 @@ _CHECKS = {
     "comfyui_source_repo": _no_userinfo,
     "comfyui_ltxvideo_repo": _no_userinfo,
     "comfyui_torch_index_url": _no_userinfo,
+    "comfyui_registry": _no_userinfo,
 }
 
 

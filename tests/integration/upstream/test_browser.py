@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +30,9 @@ HOST = "upstream-debian13"
 
 @pytest.fixture(scope="module")
 def address(host):
-    return host.check_output("hostname -I").split()[0]
+    # its address on the rig network, where this machine reaches it
+    return subprocess.check_output(["docker", "inspect", "-f", "{{(index .NetworkSettings.Networks \"comfyops-rig\").IPAddress}}",
+                                    HOST], text=True).strip()
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,19 @@ def api_prompt(url, prefix, password=PASSWORD):
         return json.loads(resp.read())["prompt_id"]
 
 
+def wait_finished(url, prompt_id, timeout=120):
+    """Until ComfyUI (through the proxy) has the prompt in its history."""
+    auth = base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(url + "history/" + prompt_id, headers={"Authorization": "Basic " + auth})
+        with urllib.request.urlopen(req, context=ssl._create_unverified_context(), timeout=30) as resp:
+            if prompt_id in json.loads(resp.read()):
+                return
+        time.sleep(1)
+    raise AssertionError("prompt %s did not finish" % prompt_id)
+
+
 @pytest.mark.parametrize("path", ["", "cpu1/"])
 def test_the_ui_loads_and_its_websocket_connects(host, browser, proxy, path):
     host.check_output("truncate -s 0 /var/log/nginx/access.log")
@@ -122,10 +138,13 @@ def test_a_prompt_queued_through_the_api_shows_up_finished_in_the_queue(browser,
     try:
         wait_for_graph(page)
         prefix = "browser_%d" % int(time.time())
-        api_prompt(api, prefix)
+        prompt_id = api_prompt(api, prefix)
+        wait_finished(api, prompt_id)
         page.get_by_text("Expand job queue").click()
-        page.wait_for_selector("text=%s_00001_.png" % prefix, timeout=60000)
-        page.screenshot(path=str(SHOTS / "job-queue-finished.png"))
+        try:
+            page.wait_for_selector("text=%s_00001_.png" % prefix, timeout=60000)
+        finally:
+            page.screenshot(path=str(SHOTS / "job-queue-finished.png"))
         panel = page.inner_text("body")
         assert "Job Queue" in panel and "%s_00001_.png" % prefix in panel
         # the UI's own POST /prompt passes the proxy's Origin rule and reaches ComfyUI (the default graph's model

@@ -109,7 +109,9 @@ def test_an_upgrade_to_v0_29_fails_on_the_canary_and_v0_28_keeps_serving(host):
 
 def test_a_good_change_switches_one_instance_at_a_time_while_the_other_serves(host):
     before = started(host)
-    address = host.check_output("hostname -I").split()[0]
+    # its address on the rig network, where this machine reaches it
+    address = subprocess.check_output(["docker", "inspect", "-f", "{{(index .NetworkSettings.Networks \"comfyops-rig\").IPAddress}}",
+                                       HOST], text=True).strip()
     stop, polls = threading.Event(), []
     context = ssl._create_unverified_context()  # the scenario's self-signed certificate
     auth = "Basic " + b64encode(b"operator:upstream scenario secret").decode()
