@@ -572,13 +572,13 @@ class Rollout:
         try:
             self._transaction()
         except RolloutError as e:
-            self.live = self._describe_quietly()
+            self.live = self.describe_quietly()
             e.result = self.result()
             raise
         self.live = self.describe(self.live_file)
         return self.result()
 
-    def _describe_quietly(self):
+    def describe_quietly(self):
         try:
             return self.describe(self.live_file)
         except (RolloutError, ValueError):

@@ -340,6 +340,8 @@ def main():
     except RolloutError as e:
         module.fail_json(msg=e.message, **(e.result or rollout.result()))
     except LockTimeout as e:
+        # another run holds the host: say what is live all the same (read without the lock)
+        rollout.live = rollout.describe_quietly()
         module.fail_json(msg=str(e), **rollout.result())
     module.exit_json(**result)
 

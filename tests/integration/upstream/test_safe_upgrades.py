@@ -186,7 +186,9 @@ def test_a_run_killed_in_the_middle_of_a_switch_is_repaired_by_the_next(host):
             time.sleep(0.5)
         else:
             raise AssertionError("no journal entry for comfyui-cpu0")
-        host.run("pkill -9 -f AnsiballZ_comfyui_rollout")
+        # the module's process is the holder of the host lock (it writes its pid there)
+        holder = json.loads(host.file("/var/lib/comfyops/comfyui/lock").content_string)["pid"]
+        host.check_output("kill -9 %s", str(holder))
     finally:
         run.kill()
         run.wait()

@@ -340,3 +340,14 @@ def test_a_second_run_waits_for_the_lock_then_says_who_holds_it(rig):
             Rollout(rig.params(compose_text("comfyops/comfyui:v28"), lock_timeout=0.3), rig.docker).run()
     assert "held by an operator's upgrade.yml (pid" in str(e.value)
     assert not rig.docker.containers
+
+
+def test_a_run_that_waits_in_vain_for_the_lock_still_says_what_is_live(rig, run_module, monkeypatch):
+    from ansible_collections.comfyops.comfyui.plugins.modules import comfyui_rollout
+    rig.deploy(compose_text("comfyops/comfyui:v28"))
+    monkeypatch.setattr(comfyui_rollout.AnsibleModule, "run_command", lambda self, argv, **kw: rig.docker(argv))
+    params = rig.params(compose_text("comfyops/comfyui:v28b"), lock_timeout=0.2)
+    with FileLock(str(rig.state / "lock"), "another run"):
+        failed, result = run_module(comfyui_rollout.main, params)
+    assert failed and "held by another run" in result["msg"]
+    assert result["live"]["image"] == "comfyops/comfyui:v28" and result["live"]["packs"][0]["commit"] == "aaa"
