@@ -223,6 +223,7 @@ class Rollout:
         self.changed = False
         self.drain_dir = params.get("drain_dir")
         self.pruned = []
+        self.removed = []
         self.live = None
 
     # -- helpers
@@ -415,6 +416,13 @@ class Rollout:
         canary = bool(set_changes and live and serving and self.p.get("canary", True) and CANARY_SERVICE in candidate)
         return switch, canary, others
 
+    def _retired(self):
+        """Services of the live file that the candidate no longer has (fewer GPUs or instances)."""
+        if not os.path.exists(self.live_file):
+            return []
+        candidate = self.compose.services(self.candidate_file)
+        return sorted(n for n in self.compose.services(self.live_file) if n not in candidate and n != CANARY_SERVICE)
+
     def _runs(self, name, service):
         """Whether the container of a service runs, from the image the service names."""
         container = self.docker.container(service.get("container_name") or name)
@@ -591,6 +599,13 @@ class Rollout:
             return
         _write_atomic(self.candidate_file, self.p["candidate_content"], mode=0o644)
         switch, canary, others = self.plan()
+        retired = self._retired()
+        if not switch and retired:
+            if not self.check_mode:
+                self.compose.remove(self.live_file, retired)
+                self.commit()
+            self.changed, self.removed = True, retired
+            return
         if not switch:
             if others and not self.check_mode:
                 self.compose.up(self.candidate_file, others)
@@ -624,6 +639,10 @@ class Rollout:
                     ", but still failing: " + "; ".join("%s: %s" % (i.name, i.problem) for i in bad)))
         if others:
             self.compose.up(self.candidate_file, others)
+        if retired:
+            # instances the new set no longer has: stopped (SIGINT, their grace period) once the others verified
+            self.compose.remove(self.live_file, retired)
+            self.removed = retired
         self.commit()
         self.pruned = self.prune_images()
         if failed:
@@ -633,6 +652,7 @@ class Rollout:
     def result(self):
         return dict(changed=self.changed, instances=[i.report() for i in self.instances], canary=self.canary,
                     repaired=self.repaired, rolled_back=self.rolled_back, images_pruned=self.pruned,
+                    removed=self.removed,
                     live=getattr(self, "live", None),
                     verified=all(i.verified for i in self.instances if i.verified is not None) if any(
                         i.verified is not None for i in self.instances) else None)

@@ -238,6 +238,12 @@ verified:
   description: Whether every checked instance verified (null when none was checked).
   returned: always
   type: bool
+removed:
+  description: Instances of the live compose file that the candidate no longer has, stopped and removed after the
+    others verified (their jobs are not drained).
+  returned: always
+  type: list
+  elements: str
 images_pruned:
   description: Images removed after the switch.
   returned: always

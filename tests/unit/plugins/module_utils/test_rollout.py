@@ -267,6 +267,15 @@ def test_an_interrupted_switch_is_repaired_by_the_next_run(rig):
     assert not (rig.state / "rollout-journal.json").exists()
 
 
+def test_an_instance_the_new_set_drops_is_removed_after_the_others_verified(rig):
+    rig.deploy(compose_text("comfyops/comfyui:v28"))
+    params_one = dict(instances=[{"name": "comfyui-cpu0", "url": rig.servers["comfyui-cpu0"].url}])
+    result = rig.deploy(compose_text("comfyops/comfyui:v28", names=("comfyui-cpu0",)), **params_one)
+    assert result["removed"] == ["comfyui-cpu1"] and "comfyui-cpu1" not in rig.docker.containers
+    assert result["instances"][0]["action"] == "unchanged"  # the one left was not touched
+    assert (rig.project / "compose.yml").read_text() == compose_text("comfyops/comfyui:v28", names=("comfyui-cpu0",))
+
+
 def test_drain_waits_for_running_and_pending_jobs(rig):
     rig.deploy(compose_text("comfyops/comfyui:v28"))
     busy = {"queue_running": [[1, "job-a", {}, {}, []]], "queue_pending": [[2, "job-b", {}, {}, []]]}
