@@ -51,7 +51,7 @@ options:
           - Git URL of the pack (C(https://), C(ssh://), C(git@host:path), C(file://) or an absolute path). Git is
             only ever run against this URL.
           - Required unless O(packs[].state=absent).
-          - Must not carry credentials (C(https://user:token@host/...) or C(https://token@host/...)): they would
+          - Must not carry credentials (C(https://user:token@host/...) or C(https://token@host/...)), which would
             end up in results, the store's state and the checkout's C(.git/config). Give them to git instead, with
             a credential helper or a C(~/.netrc) (mode 0600) in the home of the user the module runs as. The
             refusal shows the URL with C(***) in place of the credentials.
@@ -67,8 +67,8 @@ options:
       state:
         description:
           - V(present) ensures the pack at O(packs[].version) in the store. V(latest) asks the remote on every run
-            and places the commit the branch or tag points to now. V(absent) takes the pack out of the set: its
-            requirements copy is removed and it is no longer reported; its store entries stay (a rollback may
+            and places the commit the branch or tag points to now. V(absent) takes the pack out of the set (its
+            requirements copy is removed and the store forgets it as part of the set); its entries stay (a rollback may
             still mount them).
         type: str
         choices: [present, absent, latest]
@@ -110,7 +110,7 @@ options:
   requirements_dir:
     description:
       - Directory that receives a copy of each enabled pack's C(requirements.txt) as C(<name>.txt), for an image
-        build that installs them. The module owns it: other C(.txt) files there are removed.
+        build that installs them. The module owns it (other C(.txt) files there are removed).
       - Without it, no requirements are read or exported.
     type: path
     version_added: "0.2.0"
