@@ -1,20 +1,19 @@
 #!/usr/bin/env python
-"""What does a no-op run of comfyui_custom_node cost per pack, next to ansible.builtin.git on the same checkouts?
+"""What does a no-op run of comfyui_custom_node cost per pack, next to ansible.builtin.git on the same repositories?
 
-Makes a local git repository of the ComfyUI-LTXVideo stand-in (tests/fixtures/node_packs, two commits), installs
---packs copies of it pinned to the first commit (as custom_nodes/pack<i>) with comfyui_custom_node, clones the same
-copies with ansible.builtin.git (version = the same commit), then times N no-op runs of each, taking turns.
+Makes a local git repository of the ComfyUI-LTXVideo stand-in (tests/fixtures/node_packs, two commits and a tag),
+puts --packs copies of it (pack<i>) into a store with comfyui_custom_node (requirements exported, as the comfyui
+role does), clones the same copies with ansible.builtin.git (same version), then times N no-op runs of each, taking
+turns. --version picks what both are pinned to: a full commit (default) or the tag.
 
-Both modules run **in-process** (main() with the arguments patched in, the JSON it prints swallowed), so the figures
-are the modules' own work: argument parsing plus their git (and docker) subprocesses, without ansible-playbook's
-start-up and AnsiballZ transfer, which are the same for both. comfyui_custom_node handles all packs in one call
-(that is its interface); its per-pack time is the call's time divided by --packs. ansible.builtin.git takes one
-call per pack. With containers (the default here) comfyui_custom_node also runs one `docker inspect` per call to
-check the image; a stand-in script answers it (the real docker CLI costs more, once per call, not per pack).
+Both modules run **in-process** (main() with the arguments patched in, the JSON it prints swallowed), so the
+figures are the modules' own work: argument parsing plus their git subprocesses and file reads, without
+ansible-playbook's start-up and AnsiballZ transfer, which are the same for both. comfyui_custom_node handles all
+packs in one call (that is its interface); its per-pack time is the call's time divided by --packs.
+ansible.builtin.git takes one call per pack. A recording wrapper around git counts the git processes each starts
+per pack on a no-op run.
 
-Also counts, with a recording wrapper around git, the git processes each module starts per pack on a no-op run.
-
-Run from the repo root:  .venv/bin/python bench/custom_node_noop.py [-n 20] [--packs 4] [--no-containers]
+Run from the repo root:  .venv/bin/python bench/custom_node_noop.py [-n 20] [--packs 4] [--version commit|tag]
 """
 from __future__ import annotations
 
@@ -66,33 +65,28 @@ def call(module, args):
 
 
 def ms(seconds):
-    return "%7.1f ms" % (seconds * 1000)
+    return "%7.2f ms" % (seconds * 1000)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--runs", type=int, default=20, help="timed no-op runs of each module (default 20)")
     parser.add_argument("--packs", type=int, default=4, help="packs per run (default 4)")
-    parser.add_argument("--no-containers", action="store_true",
-                        help="leave out containers (no docker inspect, no pip): the pure git/file-system cost")
+    parser.add_argument("--version", choices=["commit", "tag"], default="commit",
+                        help="pin both modules to the full commit (default) or to a tag")
     opts = parser.parse_args()
     ours, builtin_git = import_modules()
 
     with tempfile.TemporaryDirectory(prefix="custom-node-bench-") as tmp:
         tmp = Path(tmp)
         repo = PackRepo(tmp / "repo", "ComfyUI-LTXVideo")
+        repo.tag("v1")
         repo.commit("second commit", {"NOTES.md": "x\n"})
-        pinned = repo.commits[0]
-        docker = tmp / "docker"
-        # stand-in docker: every call succeeds (the first run's pip exec and restart); inspect gets a fixed image ID
-        docker.write_text("#!/bin/sh\necho sha256:%s\n" % ("0" * 64))
-        docker.chmod(0o755)
+        version = repo.commits[0] if opts.version == "commit" else "v1"
         names = ["pack%d" % i for i in range(opts.packs)]
-        ours_args = dict(
-            custom_nodes_dir=str(tmp / "custom_nodes"), docker_bin=str(docker),
-            containers=[] if opts.no_containers else ["comfyui-gpu0"],
-            packs=[dict(name=n, repo=repo.url, version=pinned) for n in names])
-        git_args = [dict(repo=repo.url, dest=str(tmp / "git" / n), version=pinned) for n in names]
+        ours_args = dict(store_dir=str(tmp / "store"), requirements_dir=str(tmp / "build" / "reqs"),
+                         packs=[dict(name=n, repo=repo.url, version=version) for n in names])
+        git_args = [dict(repo=repo.url, dest=str(tmp / "git" / n), version=version) for n in names]
 
         _t, first = call(ours, ours_args)
         assert first["changed"], first
@@ -119,16 +113,20 @@ def main():
             call(builtin_git, dict(args, executable=str(recorder.bin)))
         builtin_git_calls = recorder.commands()
 
-    print("no-op run, in-process, %d pack(s) pinned to a commit, %d runs each%s"
-          % (opts.packs, opts.runs, " (no containers)" if opts.no_containers else " (one stand-in docker inspect per call)"))
-    print("%-26s %10s %10s %10s   git processes per pack" % ("per pack", "median", "p95", "min"))
+    print("no-op run, in-process, %d pack(s) pinned to a %s, %d runs each"
+          % (opts.packs, opts.version, opts.runs))
+    print("%-22s %10s %10s %10s   git processes per pack" % ("per pack", "median", "p95", "min"))
+    medians = {}
     for label, times, calls in (("comfyui_custom_node", ours_times, ours_git),
                                 ("ansible.builtin.git", git_times, builtin_git_calls)):
         times = sorted(times)
+        medians[label] = statistics.median(times)
         p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
         kinds = ", ".join("%s %g" % (k, calls.count(k) / opts.packs) for k in sorted(set(calls)))
-        print("%-26s %10s %10s %10s   %g (%s)" % (label, ms(statistics.median(times)), ms(p95), ms(times[0]),
-                                                  len(calls) / opts.packs, kinds))
+        print("%-22s %10s %10s %10s   %g%s" % (label, ms(medians[label]), ms(p95), ms(times[0]),
+                                               len(calls) / opts.packs, " (%s)" % kinds if kinds else ""))
+    print("ratio (ansible.builtin.git / comfyui_custom_node, medians): %.1fx"
+          % (medians["ansible.builtin.git"] / medians["comfyui_custom_node"]))
 
 
 if __name__ == "__main__":

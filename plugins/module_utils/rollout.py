@@ -33,6 +33,7 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api impor
     WaitTimeout,
     wait_until,
 )
+from ansible_collections.comfyops.comfyui.plugins.module_utils.custom_nodes import find_import_error
 from ansible_collections.comfyops.comfyui.plugins.module_utils.locks import FileLock
 
 JOURNAL_FORMAT = 1
@@ -79,21 +80,6 @@ def _write_atomic(path, content, mode=0o600):
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(content)
     os.replace(tmp, path)
-
-
-def _import_error(log_text, pack_name):
-    """The last import error ComfyUI logged for a pack directory, or None."""
-    found = None
-    lines = (log_text or "").splitlines()
-    for i, line in enumerate(lines):
-        if "Cannot import" in line and pack_name in line:
-            found = line.split("module for custom nodes:", 1)[-1].strip() or line.strip()
-        elif "IMPORT FAILED" in line and pack_name in line:
-            found = found or line.strip()
-        elif found is None and i and ("ImportError" in line or "ModuleNotFoundError" in line) \
-                and any(pack_name in prev for prev in lines[max(0, i - 30):i]):
-            found = line.strip()
-    return found
 
 
 # ---------------------------------------------------------------------------------------------------- docker
@@ -273,7 +259,7 @@ class Rollout:
         logs = self.docker.logs(container, since - 1)
         parts = []
         for name, lost in missing:
-            error = _import_error(logs, name)
+            error = find_import_error(logs, name)
             parts.append("%s: classes missing: %s; import error: %s"
                          % (name, ", ".join(lost), error or "none logged for %s" % name))
         return "; ".join(parts)

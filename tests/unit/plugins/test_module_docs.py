@@ -18,6 +18,7 @@ ATTRIBUTES = {  # check_mode, diff_mode, idempotent support
     "comfyui_health": ("full", "none", "full"),
     "nvidia_gpu_info": ("full", "none", "full"),
     "comfyui_model": ("full", "full", "full"),
+    "comfyui_custom_node": ("full", "full", "full"),
     "comfyui_workflow": ("full", "none", "none"),  # runs a job: not idempotent by nature
 }
 MODULES = sorted(ATTRIBUTES)
