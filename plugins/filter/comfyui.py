@@ -107,9 +107,10 @@ def _no_userinfo(value):
     if not isinstance(value, str) or CONTROL.search(value):
         return "must be a single-line string"
     parts = urlsplit(value)
-    if parts.scheme and parts.password is not None:
-        return ("carries a password in the URL: use a credential helper or a netrc file in root's home on the hosts "
-                "instead, so it never appears in output, files or the image")
+    # a token may be the user name alone (https://ghp_x@github.com/...); ssh://git@host is a login, not a secret
+    if parts.password is not None or (parts.scheme in ("http", "https") and parts.username is not None):
+        return ("carries credentials in the URL: use a credential helper or a netrc file in root's home on the hosts "
+                "instead, so they never appear in output, files or the image")
     return None
 
 

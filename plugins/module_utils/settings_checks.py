@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# scheme://user:password@ in a message: the password goes
+# credentials of a URL in a message go: all of an http(s) userinfo (a token may be the user name), the password of
+# any other scheme
+_HTTP_USERINFO = re.compile(r"(\bhttps?://)[^/\s@'\"]+@")
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@'\"]*):[^/\s@'\"]*@")
 
 
@@ -68,5 +70,6 @@ def problems(settings, checks):
         problem = check(value) if check else None
         if problem:
             shown = "" if problem.startswith("entry ") or isinstance(value, (dict, list)) else "=%r" % (value,)
-            out.append(_URL_PASSWORD.sub(r"\1:***@", "%s%s %s" % (name, shown, problem)))
+            line = _HTTP_USERINFO.sub(r"\1***@", "%s%s %s" % (name, shown, problem))
+            out.append(_URL_PASSWORD.sub(r"\1:***@", line))
     return out

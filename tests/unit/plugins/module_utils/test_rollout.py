@@ -360,3 +360,33 @@ def test_a_run_that_waits_in_vain_for_the_lock_still_says_what_is_live(rig, run_
         failed, result = run_module(comfyui_rollout.main, params)
     assert failed and "held by another run" in result["msg"]
     assert result["live"]["image"] == "comfyops/comfyui:v28" and result["live"]["packs"][0]["commit"] == "aaa"
+
+
+@pytest.mark.parametrize("over, text", [
+    (dict(instances=[]), "instances must not be empty"),
+    (dict(instances=[{"name": "a", "url": "http://127.0.0.1:1"}] * 2), "must not repeat a name"),
+    (dict(instances=[{"name": "a", "url": "http://127.0.0.1:1", "colour": "x"}]), "unknown key(s) colour"),
+    (dict(instances=[{"name": "a"}]), "needs a name and a url"),
+    (dict(packs=[{"name": "p", "expected_classes": "X"}]), "needs a name and a list of expected_classes"),
+    (dict(candidate_content=None), "candidate_content is required unless restart is given"),
+    (dict(candidate_content=None, restart=["comfyui-gpu9"]), "restart names unknown instance(s) comfyui-gpu9"),
+    (dict(drain_timeout=-1), "drain_timeout must be >= 0"),
+    (dict(container_port=0), "container_port must be 1-65535"),
+])
+def test_bad_input_fails_before_anything_runs(rig, run_module, over, text):
+    from ansible_collections.comfyops.comfyui.plugins.modules import comfyui_rollout
+    failed, result = run_module(comfyui_rollout.main, dict(rig.params(compose_text("comfyops/comfyui:v28")), **over))
+    assert failed and text in result["msg"], result["msg"]
+    assert rig.docker.calls == []
+
+
+def test_the_module_reports_a_switch(rig, run_module, monkeypatch):
+    from ansible_collections.comfyops.comfyui.plugins.modules import comfyui_rollout
+    rig.docker.add_image("comfyops/comfyui:v28")
+    monkeypatch.setattr(comfyui_rollout.AnsibleModule, "run_command", lambda self, argv, **kw: rig.docker(argv))
+    failed, result = run_module(comfyui_rollout.main, rig.params(compose_text("comfyops/comfyui:v28")))
+    assert not failed and result["changed"] and result["verified"] and result["live"]["image"] == "comfyops/comfyui:v28"
+    rig.docker.add_image("comfyops/comfyui:broken-v29")
+    failed, result = run_module(comfyui_rollout.main, rig.params(compose_text("comfyops/comfyui:broken-v29",
+                                                                            packs=("b",))))
+    assert failed and "failed on the canary" in result["msg"] and result["live"]["image"] == "comfyops/comfyui:v28"
