@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Downtime a client sees during an upgrade, and what the canary costs (issue: upgrades that never break a host).
 
 Runs against a host converged by the upstream molecule scenario (`molecule converge -s upstream`: the real ComfyUI
@@ -78,8 +78,8 @@ def measured(inventory, env, instances, marker, canary, base):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--inventory", default=(glob.glob(os.path.join(ROOT, ".ansible/tmp/molecule.*.upstream/inventory/"
-                                                                      "ansible_inventory.yml")) or [None])[0])
+    found = glob.glob(os.path.join(ROOT, ".ansible/tmp/molecule.*.upstream/inventory/ansible_inventory.yml"))
+    parser.add_argument("--inventory", default=(found or [None])[0])
     args = parser.parse_args()
     env = dict(os.environ, ANSIBLE_HOME=os.path.join(ROOT, ".ansible"),
                ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".ansible/upstream-scenario-collections"))

@@ -8,7 +8,6 @@ Everything that ends up in the config is checked here, so no value can carry NGI
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 
 # Each filter's documentation is in its sidecar file (nginx_upstreams.yml, ...): one file holds four filters.
@@ -265,7 +264,7 @@ _CHECKS = {
     "nginx_base_path": matches(_BASE_PATH, "a path like /comfyui"),
     "nginx_tls_ciphers": matches(_CIPHERS, "an OpenSSL cipher list (names separated by :)"),
     "nginx_tls_protocols": each(lambda v: None if v in _TLS_PROTOCOLS else "is not one of "
-                                 + ", ".join(sorted(_TLS_PROTOCOLS)), allow_empty=False),
+                                + ", ".join(sorted(_TLS_PROTOCOLS)), allow_empty=False),
     "nginx_listen_addresses": each(_listen_address, allow_empty=False),
     "nginx_server_name": _server_names,
     "nginx_root_vhost_server_name": _server_names,
@@ -282,9 +281,9 @@ _CHECKS = {
     "nginx_config_file": _path,
     # certificate names only (no NGINX config): wildcards allowed
     "nginx_tls_selfsigned_names": each(lambda v: _host_check(v[2:] if isinstance(v, str) and v.startswith("*.") else v),
-                                        allow_empty=False),
+                                       allow_empty=False),
     "nginx_upstream_hosts": each(lambda v: None if isinstance(v, str) and _SAFE.match(v)
-                                  else "is not an inventory host name", allow_empty=False),
+                                 else "is not an inventory host name", allow_empty=False),
 }
 
 

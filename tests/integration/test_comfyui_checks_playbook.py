@@ -50,6 +50,7 @@ CASES = {
     "project-name": ({"comfyui_project_name": "Comfy UI"}, ["comfyui_project_name='Comfy UI' must be lower-case"]),
 }
 
+
 @pytest.fixture(scope="module")
 def found(tmp_path_factory):
     return verdicts("comfyui", CASES, tmp_path_factory.mktemp("comfyui-checks"))

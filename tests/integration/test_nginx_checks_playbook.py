@@ -59,6 +59,7 @@ CASES = {
     "ipv6-public-host": ({"nginx_allow_anonymous": True, "nginx_public_host": "fd00::1"}, None),
 }
 
+
 @pytest.fixture(scope="module")
 def found(tmp_path_factory):
     return verdicts("nginx", CASES, tmp_path_factory.mktemp("nginx-checks"))

@@ -73,8 +73,8 @@ def wait_for_graph(page):
 
 
 def api_prompt(url, prefix, password=PASSWORD):
-    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1,
-                                                           "color": int(time.time()) % 99999}},
+    image = {"width": 16, "height": 16, "batch_size": 1, "color": int(time.time()) % 99999}
+    graph = {"1": {"class_type": "EmptyImage", "inputs": image},
              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
     auth = base64.b64encode(("%s:%s" % (USER, password)).encode()).decode()
     req = urllib.request.Request(url + "prompt", data=json.dumps({"prompt": graph}).encode(),

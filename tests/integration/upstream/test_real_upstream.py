@@ -68,8 +68,8 @@ def test_the_containers_run_unprivileged_with_the_packs_read_only(host):
 
 def test_the_tiny_workflow_runs_on_each_instance_through_the_proxy_with_websocket_progress(host):
     for n, name in enumerate(INSTANCES):
-        graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1,
-                                                               "color": 777 + n}},
+        image = {"width": 32, "height": 32, "batch_size": 1, "color": 777 + n}
+        graph = {"1": {"class_type": "EmptyImage", "inputs": image},
                  "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "real_%s" % name}}}
         args = json.dumps({"url": "%scpu%d/" % (PROXY, n), "workflow": graph, "dest": "/root/real/%s" % name,
                            "url_username": "operator", "url_password": "upstream scenario secret",

@@ -59,8 +59,8 @@ def tag_commit(host, tag):
 
 
 def queue_sleep_job(host, port, prefix, seconds=20):
-    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1,
-                                                           "color": int(time.time()) % 100000}},
+    image = {"width": 16, "height": 16, "batch_size": 1, "color": int(time.time()) % 100000}
+    graph = {"1": {"class_type": "EmptyImage", "inputs": image},
              "2": {"class_type": "ComfyOpsSleep", "inputs": {"images": ["1", 0], "seconds": seconds}},
              "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}}}
     answer = json.loads(host.check_output(

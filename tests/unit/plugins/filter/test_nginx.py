@@ -2,7 +2,6 @@
 needed; tests/integration/fleet/ checks the rendered config's behaviour with real clients)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

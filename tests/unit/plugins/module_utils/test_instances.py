@@ -59,7 +59,7 @@ def test_bad_values_fail_naming_the_variable(kwargs, message):
     args = dict(device="cpu", port=8188, bind_address="127.0.0.1")
     args.update(kwargs)
     with pytest.raises(RecordError) as e:
-        instances(args.pop("device"), args.pop("port"), args.pop("bind_address"), **args)
+        instances(**args)
     assert message in str(e.value)
 
 

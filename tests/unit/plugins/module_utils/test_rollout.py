@@ -387,6 +387,6 @@ def test_the_module_reports_a_switch(rig, run_module, monkeypatch):
     failed, result = run_module(comfyui_rollout.main, rig.params(compose_text("comfyops/comfyui:v28")))
     assert not failed and result["changed"] and result["verified"] and result["live"]["image"] == "comfyops/comfyui:v28"
     rig.docker.add_image("comfyops/comfyui:broken-v29")
-    failed, result = run_module(comfyui_rollout.main, rig.params(compose_text("comfyops/comfyui:broken-v29",
-                                                                            packs=("b",))))
+    broken = compose_text("comfyops/comfyui:broken-v29", packs=("b",))
+    failed, result = run_module(comfyui_rollout.main, rig.params(broken))
     assert failed and "failed on the canary" in result["msg"] and result["live"]["image"] == "comfyops/comfyui:v28"
