@@ -11,7 +11,8 @@ import pytest
 import testinfra.utils.ansible_runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from failure_support import assert_fails_cleanly as _assert_fails_cleanly, run_playbook  # noqa: E402
+from failure_support import assert_fails_cleanly as _assert_fails_cleanly  # noqa: E402
+from failure_support import run_playbook, scenario_vars, typed_as_an_operator_would  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
@@ -81,3 +82,12 @@ def test_daemon_json_that_is_not_json_is_refused(host):
     finally:
         host.run_expect([0], "cp /root/daemon.json.keep /etc/docker/daemon.json")
     assert host.file("/etc/docker/daemon.json").content_string == original
+
+
+def test_numbers_and_booleans_typed_on_the_command_line_change_nothing(host):
+    # -e docker_hold_packages=true passes the string "true": the roles convert it where they use it
+    typed = typed_as_an_operator_would(["docker"], scenario_vars("docker", host.backend.get_hostname()))
+    assert typed
+    res = run_playbook(PLAYBOOK, host, {}, options=typed)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and " changed=0 " in out, out

@@ -11,7 +11,8 @@ import pytest
 import testinfra.utils.ansible_runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from failure_support import assert_fails_cleanly as _assert_fails_cleanly, run_playbook  # noqa: E402
+from failure_support import assert_fails_cleanly as _assert_fails_cleanly  # noqa: E402
+from failure_support import run_playbook, scenario_vars, typed_as_an_operator_would  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
@@ -123,3 +124,12 @@ def test_fresh_host_check_mode_changes_nothing(fresh):
     assert "the toolkit is not installed yet" in out
     assert state(fresh) == before
     assert_nothing_installed(fresh)
+
+
+def test_numbers_and_booleans_typed_on_the_command_line_change_nothing(host):
+    # -e docker_hold_packages=true passes the string "true": the roles convert it where they use it
+    typed = typed_as_an_operator_would(["docker", "nvidia_container_toolkit"], scenario_vars("nvidia_container_toolkit", host.backend.get_hostname()))
+    assert typed
+    res = run_playbook(PLAYBOOK, host, {"nct_test_with_docker": True}, options=typed)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and " changed=0 " in out, out
