@@ -32,6 +32,11 @@ def playbook(name, *args, timeout=1200):
     return res.returncode, res.stdout + res.stderr
 
 
+def flat(out):
+    """The output as one line: the YAML callback folds long lines and doubles single quotes."""
+    return " ".join(out.split()).replace("''", "'")
+
+
 def sleep_pack(version):
     return json.dumps({"comfyui_custom_nodes": [dict(SLEEP_PACK, version=version)]})
 
@@ -84,9 +89,9 @@ def test_an_upgrade_to_v0_29_fails_on_the_canary_and_v0_28_keeps_serving(host):
     before = started(host)
     rc, out = playbook("upgrade", "-e", "comfyui_source_ref=v0.29.0")
     assert rc != 0, out
-    flat = " ".join(out.split())
-    assert "the new set failed on the canary, so nothing live changed" in flat, out
-    assert "cannot import name 'interleaved_freqs_cis' from 'comfy.ldm.lightricks.model'" in flat, out
+    text = flat(out)
+    assert "the new set failed on the canary, so nothing live changed" in text, out
+    assert "cannot import name 'interleaved_freqs_cis' from 'comfy.ldm.lightricks.model'" in text, out
     # what is live: the previous set, untouched
     assert started(host) == before
     for port in INSTANCES.values():
@@ -99,10 +104,10 @@ def test_an_upgrade_to_v0_29_fails_on_the_canary_and_v0_28_keeps_serving(host):
     assert "comfyops-rig/comfyui" not in state["image"] and state["image"] == json.loads(host.check_output(
         "docker inspect comfyui-cpu0"))[0]["Config"]["Image"]
     rc, out = playbook("status")
-    flat = " ".join(out.split())
-    assert rc == 0 and "ComfyUI 0.28.0" in flat and "UNHEALTHY" not in flat and "DRIFT" not in flat, out
-    assert "comfyui-cpu0 http://127.0.0.1:8188" in flat and "healthy" in flat
-    assert "last run failed" in flat and "interleaved_freqs_cis" in flat
+    text = flat(out)
+    assert rc == 0 and "ComfyUI 0.28.0" in text and "UNHEALTHY" not in text and "DRIFT" not in text, out
+    assert "comfyui-cpu0 http://127.0.0.1:8188" in text and "healthy" in text
+    assert "last run failed" in text and "interleaved_freqs_cis" in text
     # the canary's image is kept for the next attempt; nothing else of the failed set is running
     assert host.check_output("docker ps -aq --filter name=comfyui-canary") == ""
 
@@ -149,8 +154,8 @@ def test_a_good_change_switches_one_instance_at_a_time_while_the_other_serves(ho
     assert [p["commit"] for p in state["node_packs"] if p["name"] == "comfyops_sleep_node"] == [v2]
     assert state["verified"] is True and state["last_error"] is None
     rc, out = playbook("status")
-    flat = " ".join(out.split())
-    assert rc == 0 and "node pack comfyops_sleep_node %s" % v2[:12] in flat and "DRIFT" not in flat, out
+    text = flat(out)
+    assert rc == 0 and "node pack comfyops_sleep_node %s" % v2[:12] in text and "DRIFT" not in text, out
 
 
 def test_restart_with_drain_wait_lets_the_running_job_finish(host):
@@ -195,8 +200,8 @@ def test_a_run_killed_in_the_middle_of_a_switch_is_repaired_by_the_next(host):
     assert host.file(JOURNAL).exists  # the killed run left its journal
     rc, out = playbook("upgrade", "-e", sleep_pack("v1"))
     assert rc == 0, out
-    flat = " ".join(out.split())
-    assert "an earlier run was interrupted while switching comfyui-cpu0" in flat, out
+    text = flat(out)
+    assert "an earlier run was interrupted while switching comfyui-cpu0" in text, out
     assert not host.file(JOURNAL).exists
     v1 = tag_commit(host, "v1")
     assert all(live_pack_commit(host, n, "comfyops_sleep_node") == v1 for n in INSTANCES)
@@ -214,8 +219,8 @@ def test_a_second_run_waits_for_the_lock_then_says_who_holds_it(host):
         before = started(host)
         rc, out = playbook("upgrade", "-e", sleep_pack("v2"), "-e", "comfyui_lock_timeout=5")
         assert rc != 0, out
-        flat = " ".join(out.split())
-        assert "could not take the lock /var/lib/comfyops/comfyui/lock within 5s: it is held by the lock test" in flat, out
+        text = flat(out)
+        assert "could not take the lock /var/lib/comfyops/comfyui/lock within 5s: it is held by the lock test" in text, out
         assert started(host) == before
     finally:
         host.run("pkill -f 'the lock test'")
