@@ -22,6 +22,9 @@ HOST = "upstream-debian13"
 INSTANCES = {"comfyui-cpu0": 8188, "comfyui-cpu1": 8189}
 RECORD = "/etc/ansible/facts.d/comfyops.fact"
 JOURNAL = "/var/lib/comfyops/comfyui/rollout-journal.json"
+# status.yml probes the proxy paths too, which want the scenario's basic auth
+STATUS_AUTH = ["-e", "status_url_username=operator", "-e", "status_url_password='upstream scenario secret'",
+               "-e", "status_validate_certs=false"]
 SLEEP_PACK = {"name": "comfyops_sleep_node", "repo": "file:///srv/git/comfyops_sleep_node",
               "expected_classes": ["ComfyOpsSleep"]}
 
@@ -103,7 +106,7 @@ def test_an_upgrade_to_v0_29_fails_on_the_canary_and_v0_28_keeps_serving(host):
     assert "interleaved_freqs_cis" in state["last_error"]
     assert "comfyops-rig/comfyui" not in state["image"] and state["image"] == json.loads(host.check_output(
         "docker inspect comfyui-cpu0"))[0]["Config"]["Image"]
-    rc, out = playbook("status")
+    rc, out = playbook("status", *STATUS_AUTH)
     text = flat(out)
     assert rc == 0 and "ComfyUI 0.28.0" in text and "UNHEALTHY" not in text and "DRIFT" not in text, out
     assert "comfyui-cpu0 http://127.0.0.1:8188" in text and "healthy" in text
@@ -153,7 +156,7 @@ def test_a_good_change_switches_one_instance_at_a_time_while_the_other_serves(ho
     state = record(host)
     assert [p["commit"] for p in state["node_packs"] if p["name"] == "comfyops_sleep_node"] == [v2]
     assert state["verified"] is True and state["last_error"] is None
-    rc, out = playbook("status")
+    rc, out = playbook("status", *STATUS_AUTH)
     text = flat(out)
     assert rc == 0 and "node pack comfyops_sleep_node %s" % v2[:12] in text and "DRIFT" not in text, out
 

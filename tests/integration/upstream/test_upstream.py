@@ -139,6 +139,6 @@ def test_remove_playbook_keeps_data(host):
     assert rc == 0, out
     assert host.check_output("docker ps -aq --filter name=comfyui-") == ""
     assert not host.file("/opt/comfyops/comfyui").exists
-    assert host.file("/srv/comfyui/models").is_directory and host.file("/srv/comfyui/custom_nodes/ComfyUI-LTXVideo").exists
+    assert host.file("/srv/comfyui/models").is_directory and host.file("/srv/comfyui/.comfyops/packs/ComfyUI-LTXVideo").is_directory
     state = json.loads(host.file("/etc/ansible/facts.d/comfyops.fact").content_string)
     assert "comfyui" not in state and "nginx" in state
