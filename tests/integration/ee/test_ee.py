@@ -34,11 +34,11 @@ def in_image(*cmd):
 def test_comfyui_answers_directly_and_through_nginx_on_loopback(host):
     direct = json.loads(host.check_output("curl -fsS http://127.0.0.1:8188/system_stats"))
     assert direct["system"]["comfyui_version"] == "0.28.0"
-    proxied = json.loads(host.check_output("curl -fsS http://127.0.0.1:8080/comfyui/system_stats"))
+    proxied = json.loads(host.check_output("curl -fsS http://127.0.0.1/comfyui/system_stats"))
     assert proxied["system"]["comfyui_version"] == "0.28.0"
     listeners = [line.split()[3] for line in host.check_output("ss -Htln").splitlines()]
-    # ComfyUI and NGINX on loopback only, and nothing left of Debian's default site on port 80
-    assert sorted(a for a in listeners if a.endswith((":80", ":8080", ":8188"))) == ["127.0.0.1:8080", "127.0.0.1:8188"]
+    # ComfyUI and NGINX on loopback only, and nothing left of Debian's default site's *:80
+    assert sorted(a for a in listeners if a.endswith((":80", ":8188"))) == ["127.0.0.1:80", "127.0.0.1:8188"]
 
 
 def test_the_deployment_state_was_recorded(host):
@@ -46,7 +46,7 @@ def test_the_deployment_state_was_recorded(host):
     assert fact.is_file and fact.user == "root" and fact.mode == 0o644
     state = json.loads(fact.content_string)
     assert [i["name"] for i in state["comfyui"]["instances"]] == ["comfyui-cpu0"]
-    assert state["nginx"]["url"] == "http://127.0.0.1:8080/comfyui/"
+    assert state["nginx"]["url"] == "http://127.0.0.1/comfyui/"
 
 
 def test_the_image_holds_the_tested_ansible_and_collections(host):
