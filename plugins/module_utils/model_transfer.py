@@ -8,7 +8,7 @@ the connections take in order, so the bytes that arrive are always close to the 
 not hashed yet). Each chunk is written to the partial file at its offset (pwrite) and, when it lies within
 WINDOW bytes of the frontier, also kept in memory until the hasher reaches it. Cost:
 
-* memory: at most (connections + 1) x PIECE_SIZE per file (160 MiB with 4 connections), usually far less;
+* memory: at most (connections + 2) x PIECE_SIZE per file (192 MiB with 4 connections), usually far less;
 * reads: none in the normal case. A byte is read back from the partial file only when it arrived further than
   the window ahead of the frontier (a stalled connection) or was already on disk when the run started (a
   resume): every byte is hashed exactly once, from memory or from one read (counted in bytes_read_back);
@@ -119,7 +119,7 @@ class Transfer:
         else:
             self.queue = [_Piece(a, b) for a, b in gaps]
         self.workers = min(connections, len(self.queue)) if self.segmented else min(1, len(self.queue))
-        self.window = (max(self.workers, 1) + 1) * piece_size
+        self.window = (max(self.workers, 1) + 2) * piece_size
         self.started = clock()
 
     # -- pieces

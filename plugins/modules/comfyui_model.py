@@ -16,7 +16,7 @@ description:
     one keep-alive connection each), so a CDN that caps each connection does not cap the download. Files of a list
     are downloaded in parallel, at most O(max_parallel) at a time.
   - The SHA-256 is computed from the bytes as they arrive, in file order (bytes that arrive ahead of the hash are
-    kept in memory, at most (O(connections) + 1) x 32 MiB per file), so a verified download reads the data
+    kept in memory, at most (O(connections) + 2) x 32 MiB per file), so a verified download reads the data
     once, not again after the download. RV(models[].bytes_read_back) says how much was read back (the bytes of a
     resumed partial file, or bytes that arrived too far ahead).
   - When O(models[].sha256) is not given, the checksum the origin publishes is used (Hugging Face answers the
@@ -215,7 +215,7 @@ attributes:
 notes:
   - Disk needs are the size of each file, plus nothing extra during the download (the partial file becomes the
     final file by a rename), plus O(min_free_mb).
-  - Memory is at most (O(connections) + 1) x 32 MiB per file being downloaded (bytes waiting for the hash).
+  - Memory is at most (O(connections) + 2) x 32 MiB per file being downloaded (bytes waiting for the hash).
   - Each piece costs one round trip on its connection; over a link with a long round trip, more connections
     make up for it.
   - Proxies from the environment apply to every request, including the token-bearing first one.
@@ -424,8 +424,8 @@ def _parse(p):
             raise ValueError("%s must not be negative" % name)
     if p["timeout"] <= 0:
         raise ValueError("timeout must be greater than 0")
-    if p["token"] is not None and (any(c in CONTROL or c.isspace() for c in p["token"]) or not p["token"]):
-        raise ValueError("token must be a non-empty string without spaces or control characters")
+    if p["token"] and any(c in CONTROL or c.isspace() for c in p["token"]):
+        raise ValueError("token must be a string without spaces or control characters")
     state_dir = p["state_dir"] or default_state_dir(models_dir)
     paths = dict(state_dir=state_dir,
                  status_file=p["status_file"] or os.path.join(state_dir, "download_status.json"),
