@@ -93,7 +93,7 @@ def run_tool(tool, url, sha, workdir, connections):
             connections=connections))
         (r,) = result["models"]
         assert r["verified"], r
-        return wall, io, dict(read_back=r["bytes_read_back"], connections=r["connections"])
+        return wall, io, dict(read_back=r["bytes_read_back"], connections=r["connections"], module_rate=r["mb_per_s"])
     dest = workdir / tool / name
     shutil.rmtree(dest.parent, ignore_errors=True)
     dest.parent.mkdir(parents=True)
@@ -104,8 +104,8 @@ def run_tool(tool, url, sha, workdir, connections):
                "--download-result=hide", "--quiet=true", url]
         wall, io, _out = measured(cmd, "aria2c")
         return wall, io, dict(connections=connections)
-    wall, io, _result = adhoc("ansible.builtin.get_url", dict(url=url, dest=str(dest), checksum="sha256:" + sha,
-                                                               timeout=600))
+    args = dict(url=url, dest=str(dest), checksum="sha256:" + sha, timeout=600)
+    wall, io, _result = adhoc("ansible.builtin.get_url", args)
     return wall, io, dict(connections=1)
 
 
@@ -159,8 +159,8 @@ def main():
     cap = args.rate_mb
     print("verified download of a %.1f GiB file, each connection capped at %.0f MiB/s, %d round(s), %d CPU(s)"
           % (size / 2**30, cap, args.rounds, os.cpu_count()))
-    print("%-14s %5s %9s %9s %11s %15s %14s %12s" % ("tool", "conn", "wall s", "MiB/s", "of conn*cap",
-                                                   "file re-read x", "disk read MiB", "read_back x"))
+    print("%-14s %5s %9s %9s %11s %15s %14s %12s" % (
+        "tool", "conn", "wall s", "MiB/s", "of conn*cap", "file re-read x", "disk read MiB", "read_back x"))
     summary = {}
     for tool, runs in results.items():
         wall = statistics.median(r["wall"] for r in runs)
@@ -172,6 +172,10 @@ def main():
         summary[tool] = dict(rate=rate, reread=reread / size)
         print("%-14s %5d %9.2f %9.1f %10.0f%% %15.2f %14.1f %12s" % (
             tool, conns, wall, rate, 100 * rate / (conns * cap), reread / size, disk / 2**20, own))
+    if "comfyui_model" in results:
+        rate = statistics.median(r["module_rate"] for r in results["comfyui_model"])
+        print("comfyui_model's own rate (without Ansible's start-up): %.1f MiB/s, %.0f%% of connections x cap"
+              % (rate, 100 * rate / (results["comfyui_model"][0]["connections"] * cap)))
     for other in ("aria2c", "get_url"):
         if "comfyui_model" in summary and other in summary:
             print("throughput comfyui_model / %s: %.2fx" % (other, summary["comfyui_model"]["rate"] / summary[other]["rate"]))

@@ -44,8 +44,8 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.model_files impor
     open_subdir,
     unlink_at,
 )
-from ansible_collections.comfyops.comfyui.plugins.module_utils.model_http import (  # noqa: F401 (re-exported)
-    REDACTED,
+from ansible_collections.comfyops.comfyui.plugins.module_utils import model_http
+from ansible_collections.comfyops.comfyui.plugins.module_utils.model_http import (
     SHA256_RE,
     DownloadError,
     Fetcher,
@@ -55,7 +55,7 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.model_http import
     strong_etag,
     unsatisfied_total,
 )
-from ansible_collections.comfyops.comfyui.plugins.module_utils.model_state import (  # noqa: F401 (re-exported)
+from ansible_collections.comfyops.comfyui.plugins.module_utils.model_state import (
     FileLock,
     HashCache,
     LockTimeout,
@@ -70,6 +70,7 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.model_transfer im
     covered,
 )
 
+REDACTED = model_http.REDACTED  # what redact() puts in place of a secret
 PIECE_SIZE = 32 * 1024 * 1024
 STATE_DIR = ".comfyops"  # reserved below models_dir (where earlier versions kept their state)
 MAX_NAME_BYTES = 240     # a component plus ".partial.json" must fit in 255 bytes

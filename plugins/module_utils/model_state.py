@@ -181,6 +181,10 @@ class HashCache:
 
 # --- resume records -----------------------------------------------------------------------------------------------
 
+def _is_range(r):
+    return isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) and 0 <= r[0] < r[1]
+
+
 class Sidecar:
     """What a partial download holds: URL, validators (ETag, Last-Modified), size and the byte ranges on disk.
 
@@ -196,9 +200,7 @@ class Sidecar:
         if not isinstance(data, dict) or data.get("version") != 1:
             return None
         done = data.get("done")
-        if not isinstance(done, list) or not all(isinstance(r, list) and len(r) == 2 and
-                                                  all(isinstance(x, int) for x in r) and 0 <= r[0] < r[1]
-                                                  for r in done):
+        if not isinstance(done, list) or not all(_is_range(r) for r in done):
             return None
         return data
 

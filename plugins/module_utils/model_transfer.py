@@ -34,8 +34,9 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.model_http import
 )
 
 CHUNK = 1024 * 1024
-MIN_STEAL = 2 * 1024 * 1024
+MIN_STEAL = 2 * 1024 * 1024  # >= CHUNK: a split never lands inside the chunk its owner is reading
 CHECKPOINT_S = 1.0
+READ_SPAN = 64 * 1024 * 1024
 
 
 class ChangedOnServer(Exception):
@@ -160,13 +161,13 @@ class Transfer:
                       eta_s=round((self.size - total_done) / rate) if rate and self.size is not None else None)
 
     # -- one connection
-    def _worker(self, first):
+    def _worker(self, first, first_piece):
         conn = None
         answer = first
         attempts = 0
         try:
             while True:
-                piece = self._take()
+                piece, first_piece = first_piece or self._take(), None
                 if piece is None:
                     return
                 while piece.end is None or piece.pos < piece.end:
@@ -286,8 +287,8 @@ class Transfer:
             try:
                 n = answer.resp.readinto(view[:want])
             except NETWORK_ERRORS as e:
-                raise DownloadError("%s: connection lost after %d bytes: %s" % (self.label, pos, str(e) or
-                                                                                 type(e).__name__), transient=True)
+                raise DownloadError("%s: connection lost after %d bytes: %s"
+                                    % (self.label, pos, str(e) or type(e).__name__), transient=True)
             if not n:
                 if limit is None:
                     with self.cv:
@@ -317,7 +318,8 @@ class Transfer:
             return chunk
         for a, b in self.done:
             if a <= self.hashed < b:
-                return (self.hashed, min([b] + [k for k in self.retained if k > self.hashed]))
+                # in steps, so the window moves on while a resumed partial is read back
+                return (self.hashed, min([b, self.hashed + READ_SPAN] + [k for k in self.retained if k > self.hashed]))
         if self.alive == 0:
             if self.size is None:
                 self.size = self.hashed  # open-ended download: the file ended here
@@ -330,9 +332,13 @@ class Transfer:
     def run(self, first):
         """Start the connections (the first one continues `first`, the answer the caller opened), hash."""
         hasher = hashlib.sha256()
-        threads = [threading.Thread(target=self._worker, args=(first if i == 0 else None,), daemon=True)
-                   for i in range(self.workers)]
-        if not threads and first is not None:
+        threads = []
+        if self.workers:
+            first_piece = self.queue.pop(0)  # the piece the first answer starts (its bytes come from there)
+            self.active.add(first_piece)
+            threads = [threading.Thread(target=self._worker, args=(first, first_piece) if i == 0 else (None, None),
+                                        daemon=True) for i in range(self.workers)]
+        elif first is not None:
             first.close()
         self.alive = len(threads)
         for t in threads:

@@ -108,7 +108,7 @@ def test_segmented_download_of_a_sparse_file_with_the_default_pieces(run_module,
         f.truncate(size)
     sha = hashlib.sha256()
     zeros = bytes(16 * MiB)
-    for _ in range(size // len(zeros)):
+    for _chunk in range(size // len(zeros)):
         sha.update(zeros)
     with ModelServer() as srv:
         srv.add("/sparse.safetensors", file=str(source))
