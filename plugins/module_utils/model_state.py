@@ -77,8 +77,7 @@ class StateDir:
         self.path = path
 
     def ensure(self):
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
-        os.chmod(self.path, 0o700)
+        os.makedirs(self.path, mode=0o700, exist_ok=True)  # an existing directory keeps its mode
 
     def _file(self, kind, rel, suffix, create):
         path = os.path.join(self.path, kind, *rel.split("/")) + suffix
@@ -94,11 +93,6 @@ class StateDir:
 
     def lock(self, rel, create=False):
         return self._file("locks", rel, ".lock", create)
-
-    def probe_dir(self):
-        path = os.path.join(self.path, "partials")
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        return path
 
 
 # --- hash cache ---------------------------------------------------------------------------------------------------

@@ -488,8 +488,7 @@ def _act(module, plan):
     try:
         if not check:
             os.makedirs(plan["models_dir"], exist_ok=True)
-            os.makedirs(plan["state_dir"], mode=0o700, exist_ok=True)
-            os.chmod(plan["state_dir"], 0o700)
+            os.makedirs(plan["state_dir"], mode=0o700, exist_ok=True)  # an existing one keeps its mode
         status = StatusFile(status_path, specs)
     except OSError as e:
         module.fail_json(msg="comfyui_model: %s" % e)
