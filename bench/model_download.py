@@ -16,6 +16,7 @@ Reported per tool: wall time, throughput, throughput / (connections x cap), and 
   the I/O of every reaped descendant (ansible, its workers, the module, aria2c). Socket data arrives through
   recv()/recv_into() and is not counted there, so rchar - (the same command's rchar for a 1-byte file) is what
   the tool read back from files after downloading (x file size: 0 = hashed while downloading, 1 = one read);
+* max RSS: the largest resident set among the tool's processes (GNU time), for the memory the hash costs;
 * read_bytes: bytes fetched from storage (page-cache misses). A file just written is usually still in the page
   cache, so a re-read costs CPU rather than disk here; on a host whose RAM is smaller than the models (22-46 GB
   checkpoints), it is a second full read from disk.
@@ -35,12 +36,14 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TOOLS = ("comfyui_model", "aria2c", "get_url")
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 def proc_io():
@@ -65,14 +68,23 @@ def zeros_sha256(size):
 
 def measured(cmd, what):
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_HOME=str(ROOT / ".ansible"))
+    rss_file = tempfile.NamedTemporaryFile(prefix="comfyops-bench-rss-", delete=False)
+    rss_file.close()
+    if TIME:  # GNU time: the largest resident set of the command and the processes it waited for
+        cmd = [TIME, "-f", "%M", "-o", rss_file.name] + cmd
     before = proc_io()
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - t0
     after = proc_io()
+    with open(rss_file.name) as f:
+        rss = f.read().strip().splitlines()
+    os.unlink(rss_file.name)
     if proc.returncode != 0:
         raise SystemExit("%s failed (rc %d):\n%s\n%s" % (what, proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
-    return wall, {k: after[k] - before[k] for k in ("rchar", "wchar", "read_bytes", "write_bytes")}, proc.stdout
+    io = {k: after[k] - before[k] for k in ("rchar", "wchar", "read_bytes", "write_bytes")}
+    io["max_rss_kb"] = int(rss[-1]) if rss and rss[-1].isdigit() else None
+    return wall, io, proc.stdout
 
 
 def adhoc(module, args):
@@ -159,8 +171,9 @@ def main():
     cap = args.rate_mb
     print("verified download of a %.1f GiB file, each connection capped at %.0f MiB/s, %d round(s), %d CPU(s)"
           % (size / 2**30, cap, args.rounds, os.cpu_count()))
-    print("%-14s %5s %9s %9s %11s %15s %14s %12s" % (
-        "tool", "conn", "wall s", "MiB/s", "of conn*cap", "file re-read x", "disk read MiB", "read_back x"))
+    print("%-14s %5s %9s %9s %11s %15s %14s %12s %12s" % (
+        "tool", "conn", "wall s", "MiB/s", "of conn*cap", "file re-read x", "disk read MiB", "read_back x",
+        "max RSS MiB"))
     summary = {}
     for tool, runs in results.items():
         wall = statistics.median(r["wall"] for r in runs)
@@ -169,9 +182,11 @@ def main():
         reread = max(statistics.median(r["rchar"] for r in runs) - overhead[tool], 0)
         disk = statistics.median(r["read_bytes"] for r in runs)
         own = ("%.2f" % (statistics.median(r["read_back"] for r in runs) / size)) if "read_back" in runs[0] else "-"
+        rss = [r["max_rss_kb"] for r in runs if r["max_rss_kb"]]
         summary[tool] = dict(rate=rate, reread=reread / size)
-        print("%-14s %5d %9.2f %9.1f %10.0f%% %15.2f %14.1f %12s" % (
-            tool, conns, wall, rate, 100 * rate / (conns * cap), reread / size, disk / 2**20, own))
+        print("%-14s %5d %9.2f %9.1f %10.0f%% %15.2f %14.1f %12s %12s" % (
+            tool, conns, wall, rate, 100 * rate / (conns * cap), reread / size, disk / 2**20, own,
+            ("%.0f" % (max(rss) / 1024)) if rss else "-"))
     if "comfyui_model" in results:
         rate = statistics.median(r["module_rate"] for r in results["comfyui_model"])
         print("comfyui_model's own rate (without Ansible's start-up): %.1f MiB/s, %.0f%% of connections x cap"
