@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 PACE_CHUNK = 64 * 1024
@@ -30,7 +31,7 @@ PACE_CHUNK = 64 * 1024
 
 class Entry:
     def __init__(self, data=None, path=None, token=None, ranges=True, redirect=None, status=None,
-                 linked_sha256=None, etag=None, if_range=True):
+                 linked_sha256=None, etag=None, if_range=True, close_after=False):
         self.data = data
         self.path = path
         self.token = token
@@ -39,6 +40,7 @@ class Entry:
         self.status = status
         self.linked_sha256 = linked_sha256  # sent as X-Linked-Etag, as Hugging Face does for LFS files
         self.if_range = if_range            # False: ignore If-Range (still send the ETag)
+        self.close_after = close_after      # close the connection after each answer without saying so
         self.drops = []                     # byte offsets after which the next GETs are cut
         self.bad_range = False              # answer a resume with a Content-Range that does not start where asked
         self.etag = etag or self._etag()
@@ -94,10 +96,14 @@ class ModelServer:
                 self.end_headers()
 
             def _serve(self, head):
-                path = self.path.split("?", 1)[0]
+                target, proxied = self.path, False
+                if target.startswith(("http://", "https://")):  # absolute form: asked as a proxy (of itself)
+                    parts = urlsplit(target)
+                    target, proxied = parts.path + ("?" + parts.query if parts.query else ""), True
+                path = target.split("?", 1)[0]
                 with server.lock:
                     server.requests.append(dict(method=self.command, path=path, headers=dict(self.headers),
-                                                query=self.path, at=time.monotonic()))
+                                                query=target, proxied=proxied, at=time.monotonic()))
                     pending = server.changes.get(path)
                     if pending and self.command == "GET":
                         if pending[0] == 0:
@@ -152,6 +158,9 @@ class ModelServer:
                 finally:
                     with server.lock:
                         server.active[path] -= 1
+                if entry.close_after:
+                    self.wfile.flush()
+                    self.close_connection = True
                 if drop is not None:
                     self.wfile.flush()
                     try:

@@ -55,10 +55,9 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.model_http import
     strong_etag,
     unsatisfied_total,
 )
+from ansible_collections.comfyops.comfyui.plugins.module_utils.locks import FileLock, LockTimeout
 from ansible_collections.comfyops.comfyui.plugins.module_utils.model_state import (
-    FileLock,
     HashCache,
-    LockTimeout,
     Sidecar,
     StateDir,
     StatusFile,
@@ -307,19 +306,30 @@ class Downloader:
                 return self._absent(spec, dfd, parts[-1], result, check_mode)
             if check_mode:
                 return self._present(spec, dfd, parts[-1], result, check_mode)
-            with self._lock(spec):
+            lock = self._lock(spec)
+            try:
                 return self._present(spec, dfd, parts[-1], result, check_mode)
+            finally:
+                lock.release()
         finally:
             if dfd is not None:
                 os.close(dfd)
 
     def _lock(self, spec):
+        """The file's lock; while another run (this host or one sharing the data root) holds it, the progress
+        files say so and this run waits up to lock_timeout."""
         self.state.ensure()
-        lock = FileLock(self.state.lock(spec["rel"], create=True), spec["rel"], self.lock_timeout,
-                        sleep=self.sleep, clock=self.clock)
-        lock.acquire(on_wait=lambda who: self.status.update(spec["rel"], state="waiting",
-                                                            error="another run holds it: %s" % who))
-        return lock
+        path = self.state.lock(spec["rel"], create=True)
+        try:
+            return FileLock(path, spec["rel"], timeout=0, sleep=self.sleep, clock=self.clock).acquire()
+        except LockTimeout as e:
+            self.status.update(spec["rel"], state="waiting", error=str(e))
+        try:
+            return FileLock(path, spec["rel"], timeout=self.lock_timeout, interval=0.2, sleep=self.sleep,
+                            clock=self.clock).acquire()
+        except LockTimeout as e:
+            raise LockTimeout("%s; another run (on this host, or on a host that shares the data root) is downloading "
+                              "it: wait for it, or raise lock_timeout" % e) from None
 
     def _absent(self, spec, dfd, name, result, check_mode):
         rel = spec["rel"]
@@ -334,7 +344,8 @@ class Downloader:
                 for st, label in ((found["dest"], result["path"]), (found["beside"], result["path"] + ".partial")):
                     if st is not None and stat.S_ISDIR(st.st_mode):
                         raise UnsafePathError("%s is a directory; not removing it" % label)
-                with self._lock(spec):
+                lock = self._lock(spec)
+                try:
                     if dfd is not None:
                         unlink_at(dfd, name)
                         unlink_at(dfd, name + ".partial")
@@ -343,6 +354,8 @@ class Downloader:
                             os.unlink(path)
                     self.cache.remove(rel)
                     self.cache.save()
+                finally:
+                    lock.release()
         self.status.update(rel, state="absent")
         return result
 

@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: comfyops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""State of comfyui_model that lives outside the container-writable models tree: the hash cache, per-file locks,
-partial downloads and their records (sidecars), and the progress files.
+"""State of comfyui_model that lives outside the container-writable models tree: the hash cache, partial
+downloads and their records (sidecars), the progress files, and where the per-file locks (module_utils.locks) go.
 
 The state directory (default ``<parent of models_dir>/.comfyops/models``, mode 0700) is never mounted into a
 container, so nothing a container does can forge a cache entry, a lock or a resume record. Its layout mirrors
@@ -12,11 +12,9 @@ the models tree: ``partials/<folder>/<file>.partial`` (+ ``.json``), ``locks/<fo
 from __future__ import annotations
 
 import datetime
-import errno
 import fcntl
 import json
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -206,84 +204,6 @@ class Sidecar:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-
-
-# --- locks ---------------------------------------------------------------------------------------------------------
-
-class LockTimeout(Exception):
-    pass
-
-
-class FileLock:
-    """flock on a file in the state dir, with the holder (pid, host, since) written into it for the waiters.
-
-    flock works across hosts on NFSv4 (Linux maps it to a byte-range lock) and EFS, so runs on several hosts that
-    share a data root download each file once.
-    """
-
-    def __init__(self, path, what, timeout, sleep=time.sleep, clock=time.monotonic, poll=0.2):
-        self.path = path
-        self.what = what
-        self.timeout = timeout
-        self.sleep = sleep
-        self.clock = clock
-        self.poll = poll
-        self.fd = None
-
-    def holder(self):
-        try:
-            with open(self.path, "rb") as f:
-                data = json.loads(f.read(4096).decode("utf-8", "replace") or "null")
-        except (OSError, ValueError):
-            data = None
-        if not isinstance(data, dict):
-            return "another run (no holder recorded yet)"
-        return "pid %s on host %s since %s" % (data.get("pid"), data.get("host"), data.get("since"))
-
-    def acquire(self, on_wait=None):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        deadline = self.clock() + self.timeout
-        waited = False
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        raise
-                if not waited and on_wait:
-                    on_wait(self.holder())
-                waited = True
-                if self.clock() >= deadline:
-                    raise LockTimeout("%s is being downloaded by %s (lock %s); gave up after waiting %g s "
-                                      "(lock_timeout)" % (self.what, self.holder(), self.path, self.timeout))
-                self.sleep(self.poll)
-            record = json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since=now_iso(), file=self.what))
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, record.encode(), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
-        return waited
-
-    def release(self):
-        if self.fd is None:
-            return
-        try:
-            os.ftruncate(self.fd, 0)
-        finally:
-            os.close(self.fd)  # closing the last descriptor drops the flock
-            self.fd = None
-
-    def __enter__(self):
-        if self.fd is None:
-            self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 # --- progress -------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The pieces of comfyui_model's download path on their own: byte-range bookkeeping, the hash cache shared by
-several runs, locks, resume records, progress lines, header parsing and the safe opens below models_dir."""
+several runs, resume records, progress lines, header parsing and the safe opens below models_dir."""
 from __future__ import annotations
 
 import hashlib
@@ -16,13 +16,7 @@ from ansible_collections.comfyops.comfyui.plugins.module_utils.model_files impor
     open_subdir,
 )
 from ansible_collections.comfyops.comfyui.plugins.module_utils.model_http import linked_sha256, strong_etag
-from ansible_collections.comfyops.comfyui.plugins.module_utils.model_state import (
-    FileLock,
-    HashCache,
-    LockTimeout,
-    Sidecar,
-    progress_line,
-)
+from ansible_collections.comfyops.comfyui.plugins.module_utils.model_state import HashCache, Sidecar, progress_line
 from ansible_collections.comfyops.comfyui.plugins.module_utils.model_transfer import add_range, covered, holes
 
 
@@ -82,29 +76,6 @@ def test_cache_of_an_older_format_or_damaged_is_ignored(tmp_path):
     assert HashCache(str(path)).entries == {}
     path.write_text("{not json")
     assert HashCache(str(path)).entries == {}
-
-
-def test_lock_times_out_naming_the_holder(tmp_path):
-    path = str(tmp_path / "x.lock")
-    holder = FileLock(path, "checkpoints/x", timeout=0)
-    holder.acquire()
-    now = [0.0]
-
-    def sleep(seconds):
-        now[0] += seconds
-
-    waiter = FileLock(path, "checkpoints/x", timeout=5, sleep=sleep, clock=lambda: now[0])
-    seen = []
-    with pytest.raises(LockTimeout) as exc:
-        waiter.acquire(on_wait=seen.append)
-    assert "checkpoints/x is being downloaded by pid %d on host " % os.getpid() in str(exc.value)
-    assert "waiting 5 s (lock_timeout)" in str(exc.value) and now[0] >= 5
-    assert seen and seen[0].startswith("pid %d" % os.getpid())
-    holder.release()
-    assert waiter.acquire() is False  # free now: taken at once
-    assert json.loads(open(path).read())["file"] == "checkpoints/x"
-    waiter.release()
-    assert open(path).read() == ""
 
 
 def test_sidecar_rejects_malformed_records(tmp_path):

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.comfyops.comfyui.plugins.module_utils import model_download
-from ansible_collections.comfyops.comfyui.plugins.module_utils.model_state import FileLock
+from ansible_collections.comfyops.comfyui.plugins.module_utils.locks import FileLock
 from ansible_collections.comfyops.comfyui.plugins.module_utils.model_transfer import covered
 from ansible_collections.comfyops.comfyui.plugins.modules import comfyui_model
 
@@ -119,6 +120,35 @@ def test_segmented_download_of_a_sparse_file_with_the_default_pieces(run_module,
     assert r["verified"] and r["connections"] == 4 and r["size"] == size and r["bytes_downloaded"] == size
     assert srv.max_active["/sparse.safetensors"] >= 4
     assert r["bytes_read_back"] <= size  # at most one read, however far the hash lagged behind the network
+
+
+def test_through_a_proxy_every_piece_is_a_request_of_its_own(run_module, tmp_path, small_pieces, monkeypatch):
+    data = os.urandom(8 * MiB)
+    with ModelServer() as srv:
+        srv.add("/p.safetensors", data=data)
+        for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", srv.url)  # the server answers absolute-form requests for itself
+        failed, result = run(run_module, tmp_path, connections=4, models=[
+            dict(url=srv.url + "/p.safetensors", folder="checkpoints", sha256=hashlib.sha256(data).hexdigest())])
+        gets = srv.gets("/p.safetensors")
+    assert not failed, result
+    assert result["models"][0]["connections"] == 4 and result["models"][0]["verified"]
+    assert len(gets) >= 8 and all(g["proxied"] for g in gets)
+    assert (tmp_path / "models/checkpoints/p.safetensors").read_bytes() == data
+
+
+def test_a_keep_alive_connection_the_server_closed_is_opened_again(run_module, tmp_path, small_pieces):
+    data = os.urandom(8 * MiB)
+    with ModelServer() as srv:
+        srv.add("/k.safetensors", data=data, close_after=True)  # closes after each answer, without saying so
+        failed, result = run(run_module, tmp_path, connections=2, models=[
+            dict(url=srv.url + "/k.safetensors", folder="checkpoints", sha256=hashlib.sha256(data).hexdigest())])
+        gets, connections = srv.gets("/k.safetensors"), srv.connections
+    assert not failed, result
+    assert result["models"][0]["verified"] and result["models"][0]["bytes_downloaded"] == len(data)
+    assert connections == len(gets)  # each piece on a new connection, after the reused one turned out closed
+    assert (tmp_path / "models/checkpoints/k.safetensors").read_bytes() == data
 
 
 def test_small_files_use_one_connection(run_module, tmp_path, small_pieces):
@@ -285,8 +315,7 @@ def test_three_runs_on_one_data_root_download_once_and_all_verify(tmp_path):
 def test_lock_held_elsewhere_times_out_naming_the_holder(run_module, tmp_path):
     lock_path = state(tmp_path) / "locks/checkpoints/m.safetensors.lock"
     lock_path.parent.mkdir(parents=True)
-    holder = FileLock(str(lock_path), "checkpoints/m.safetensors", timeout=0)
-    holder.acquire()
+    holder = FileLock(str(lock_path), "checkpoints/m.safetensors (another host)", timeout=0).acquire()
     try:
         with ModelServer() as srv:
             srv.add("/m.safetensors", data=b"x" * 1000)
@@ -296,6 +325,8 @@ def test_lock_held_elsewhere_times_out_naming_the_holder(run_module, tmp_path):
     finally:
         holder.release()
     assert failed
-    assert "checkpoints/m.safetensors is being downloaded by pid %d on host " % os.getpid() in result["msg"]
-    assert "lock_timeout" in result["msg"]
+    assert "checkpoints/m.safetensors: could not take the lock %s within 0.3s" % lock_path in result["msg"]
+    assert "held by checkpoints/m.safetensors (another host) (pid %d on %s" % (os.getpid(), socket.gethostname()) \
+        in result["msg"]
+    assert "raise lock_timeout" in result["msg"]
     assert list((tmp_path / "models/checkpoints").iterdir()) == []
