@@ -234,8 +234,9 @@ def test_model_download_interrupted_then_resumed_by_the_role(host):
     assert not host.file(f"{DATA}/.comfyops/models/partials/checkpoints/tiny.safetensors.partial").exists
     for port in INSTANCES.values():
         assert "tiny.safetensors" in get_json(host, port, "/models/checkpoints")
-    # A no-op afterwards: nothing changed, nothing fetched.
-    rc, out = converge(host, {"comfyui_models": [model]})
+    # A no-op afterwards with the same settings (the record holds comfyui_required_models): nothing changed, nothing
+    # fetched.
+    rc, out = converge(host, {"comfyui_models": [model], "comfyui_required_models": ["checkpoints/tiny.safetensors"]})
     assert rc == 0 and "changed=0" in out, out
     host.run("pkill -f model_http_server.py")
 
