@@ -35,8 +35,10 @@ def test_download_interrupt_resume_noop(tmp_path):
         assert rc == 2 and first["failed"]
         assert "connection closed after %d of %d bytes" % (4 * 2**20, len(ckpt)) in first["msg"]
         assert TOKEN not in str(tasks)
-        partial = models_dir / "checkpoints" / "ltx-test.safetensors.partial"
+        # the partial file lives in the host-only state dir, next to the models dir (not in the container mount)
+        partial = emu.root / ".comfyops/models/partials/checkpoints/ltx-test.safetensors.partial"
         assert partial.stat().st_size == 4 * 2**20
+        assert not (models_dir / "checkpoints" / "ltx-test.safetensors.partial").exists()
         assert first["models"][1]["action"] == "downloaded"  # the other file of the list went on
         # ComfyUI does not list the partial file
         assert emu.get_json("/models/checkpoints") == []

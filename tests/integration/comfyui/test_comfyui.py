@@ -222,7 +222,8 @@ def test_model_download_interrupted_then_resumed_by_the_role(host):
                           "comfyops.comfyui.comfyui_model", "-a", args],
                          check=False, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0, res.stdout
-    assert host.file(f"{DATA}/models/checkpoints/tiny.safetensors.partial").size == 1000000
+    # (in the host-only state dir next to models/, which the containers do not mount)
+    assert host.file(f"{DATA}/.comfyops/models/partials/checkpoints/tiny.safetensors.partial").size == 1000000
     assert not host.file(f"{DATA}/models/checkpoints/tiny.safetensors").exists
     # The role's next run resumes from there, verifies, and the file shows up in every instance's /models.
     rc, out = converge(host, {"comfyui_models": [model],
@@ -230,11 +231,12 @@ def test_model_download_interrupted_then_resumed_by_the_role(host):
     assert rc == 0, out
     assert "resumed_from: 1000000" in out, out
     assert host.check_output(f"sha256sum {DATA}/models/checkpoints/tiny.safetensors").split()[0] == sha
-    assert not host.file(f"{DATA}/models/checkpoints/tiny.safetensors.partial").exists
+    assert not host.file(f"{DATA}/.comfyops/models/partials/checkpoints/tiny.safetensors.partial").exists
     for port in INSTANCES.values():
         assert "tiny.safetensors" in get_json(host, port, "/models/checkpoints")
-    # A no-op afterwards: nothing changed, nothing fetched.
-    rc, out = converge(host, {"comfyui_models": [model]})
+    # A no-op afterwards with the same settings (the record holds comfyui_required_models): nothing changed, nothing
+    # fetched.
+    rc, out = converge(host, {"comfyui_models": [model], "comfyui_required_models": ["checkpoints/tiny.safetensors"]})
     assert rc == 0 and "changed=0" in out, out
     host.run("pkill -f model_http_server.py")
 

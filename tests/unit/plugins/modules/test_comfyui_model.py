@@ -29,6 +29,17 @@ SHA = hashlib.sha256(DATA).hexdigest()
 TOKEN = "hf_SeCrEtToKeN1234567890"
 
 
+def state(tmp_path):
+    """The default state dir: <parent of models_dir>/.comfyops/models (host-only, not in the container mount)."""
+    return tmp_path / ".comfyops" / "models"
+
+
+def partial_of(tmp_path, rel="checkpoints/m.safetensors"):
+    path = state(tmp_path) / "partials" / (rel + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture
 def srv():
     with ModelServer() as server:
@@ -68,9 +79,9 @@ def test_download_verifies_renames_and_records(run_module, tmp_path, srv, hash_c
     assert r["action"] == "downloaded" and r["changed"] and r["verified"] and r["hash_source"] == "download"
     assert r["sha256"] == SHA and r["size"] == len(DATA) == r["bytes_downloaded"]
     assert dest.read_bytes() == DATA and oct(dest.stat().st_mode & 0o777) == "0o644"
-    assert not (dest.parent / "m.safetensors.partial").exists()
+    assert not (dest.parent / "m.safetensors.partial").exists() and not partial_of(tmp_path).exists()
     assert hash_calls == []  # hashed while streaming: the data was never read back
-    cache = json.loads((tmp_path / "models/.comfyops/sha256_cache.json").read_text())
+    cache = json.loads((state(tmp_path) / "sha256_cache.json").read_text())
     assert cache["files"]["checkpoints/m.safetensors"]["sha256"] == SHA
     status = json.loads(Path(result["status_file"]).read_text())
     assert status["finished"] is True
@@ -132,11 +143,11 @@ def test_interrupted_run_fails_keeps_partial_and_next_run_resumes(run_module, tm
     srv.drop_next("/m.safetensors", after=1_500_000)
     failed, result = run(run_module, tmp_path, models=[one(srv.url + "/m.safetensors")], retries=0)
     assert failed
-    partial = tmp_path / "models/checkpoints/m.safetensors.partial"
+    partial = partial_of(tmp_path)
     assert partial.stat().st_size == 1_500_000
     assert "connection closed after 1500000 of %d bytes" % len(DATA) in result["msg"]
     assert "the next run resumes" in result["msg"]
-    status = json.loads((tmp_path / "models/.comfyops/download_status.json").read_text())
+    status = json.loads((state(tmp_path) / "download_status.json").read_text())
     assert status["files"]["checkpoints/m.safetensors"]["state"] == "failed"
 
     failed, result = run(run_module, tmp_path, models=[one(srv.url + "/m.safetensors")])
@@ -151,8 +162,7 @@ def test_interrupted_run_fails_keeps_partial_and_next_run_resumes(run_module, tm
 
 def test_server_without_range_support_gets_a_full_download(run_module, tmp_path, srv):
     srv.entries["/m.safetensors"].ranges = False
-    partial = tmp_path / "models/checkpoints/m.safetensors.partial"
-    partial.parent.mkdir(parents=True)
+    partial = partial_of(tmp_path)
     partial.write_bytes(b"garbage that is not the start of the file")
     failed, result = run(run_module, tmp_path, models=[one(srv.url + "/m.safetensors")])
     assert not failed, result
@@ -162,8 +172,7 @@ def test_server_without_range_support_gets_a_full_download(run_module, tmp_path,
 
 def test_wrong_content_range_restarts_from_zero(run_module, tmp_path, srv):
     srv.entries["/m.safetensors"].bad_range = True
-    partial = tmp_path / "models/checkpoints/m.safetensors.partial"
-    partial.parent.mkdir(parents=True)
+    partial = partial_of(tmp_path)
     partial.write_bytes(DATA[:1000])
     failed, result = run(run_module, tmp_path, models=[one(srv.url + "/m.safetensors")])
     assert not failed, result
@@ -172,8 +181,7 @@ def test_wrong_content_range_restarts_from_zero(run_module, tmp_path, srv):
 
 
 def test_complete_partial_gets_416_and_is_verified(run_module, tmp_path, srv):
-    partial = tmp_path / "models/checkpoints/m.safetensors.partial"
-    partial.parent.mkdir(parents=True)
+    partial = partial_of(tmp_path)
     partial.write_bytes(DATA)
     failed, result = run(run_module, tmp_path, models=[one(srv.url + "/m.safetensors")])
     assert not failed, result
@@ -220,7 +228,7 @@ def test_token_goes_to_the_origin_only_and_is_never_shown(run_module, tmp_path, 
     assert srv.gets("/gated.safetensors")[0]["headers"]["Authorization"] == "Bearer " + TOKEN
     assert "Authorization" not in srv.gets("/m-cdn.safetensors")[0]["headers"]
     assert TOKEN not in json.dumps(result)
-    assert TOKEN not in (tmp_path / "models/.comfyops/download_status.json").read_text()
+    assert TOKEN not in (state(tmp_path) / "download_status.json").read_text()
 
 
 def test_token_never_in_error_text(run_module, tmp_path, srv):
@@ -234,7 +242,7 @@ def test_token_never_in_error_text(run_module, tmp_path, srv):
     assert TOKEN not in text
     assert "HTTP 401" in result["msg"] and "token was refused" in result["msg"]
     assert "HTTP 404" in result["msg"] and "missing.safetensors?..." in result["msg"]
-    assert TOKEN not in (tmp_path / "models/.comfyops/download_status.json").read_text()
+    assert TOKEN not in (state(tmp_path) / "download_status.json").read_text()
     # and the exception raised by the library itself carries the masked text
     downloader = Downloader(str(tmp_path / "models"), token=TOKEN, retries=0)
     spec = normalize_specs([dict(url=srv.url + "/missing/" + TOKEN, folder="x", filename="y")], "present")[0]
@@ -262,12 +270,12 @@ def test_check_mode_changes_nothing(run_module, tmp_path, srv):
     failed, result = run(run_module, tmp_path, check_mode=True, models=[one(srv.url + "/m.safetensors")])
     assert not failed and result["changed"] and result["models"][0]["action"] == "would_download"
     assert not (tmp_path / "models").exists() and srv.requests == []
-    partial = tmp_path / "models/checkpoints/m.safetensors.partial"
-    partial.parent.mkdir(parents=True)
+    partial = partial_of(tmp_path)
     partial.write_bytes(DATA[:10])
     failed, result = run(run_module, tmp_path, check_mode=True, models=[one(srv.url + "/m.safetensors")])
     assert result["models"][0]["action"] == "would_resume" and result["models"][0]["resumed_from"] == 10
     assert result["status_file"] is None and not (tmp_path / "models/.comfyops").exists()
+    assert not (state(tmp_path) / "download_status.json").exists() and not (tmp_path / "models/checkpoints").exists()
 
 
 def test_absent_removes_file_partial_and_cache_entry(run_module, tmp_path, srv):
@@ -280,7 +288,7 @@ def test_absent_removes_file_partial_and_cache_entry(run_module, tmp_path, srv):
     failed, result = run(run_module, tmp_path, folder="checkpoints", filename="m.safetensors", state="absent")
     assert not failed and result["changed"] and result["models"][0]["action"] == "removed"
     assert list(folder.iterdir()) == []
-    cache = json.loads((tmp_path / "models/.comfyops/sha256_cache.json").read_text())
+    cache = json.loads((state(tmp_path) / "sha256_cache.json").read_text())
     assert cache["files"] == {}
     failed, result = run(run_module, tmp_path, folder="checkpoints", filename="m.safetensors", state="absent")
     assert not result["changed"]
@@ -361,7 +369,8 @@ def test_status_file_is_throttled_and_atomic(tmp_path):
     assert (entry["bytes"], entry["percent"], entry["eta_s"]) == (60, 60.0, 3)
     status.finish()
     assert json.loads(path.read_text())["finished"] is True
-    assert [p.name for p in path.parent.iterdir()] == ["status.json"]  # no temporary files left behind
+    # no temporary files left behind; the one-line-per-file text is the only other file
+    assert sorted(p.name for p in path.parent.iterdir()) == ["status.json", "status.txt"]
 
 
 def test_damaged_cache_is_ignored(tmp_path):
