@@ -162,6 +162,7 @@ _CHECKS = {
     "comfyui_keep_images": int_range(1),
     "comfyui_lock_timeout": int_range(0),
     "comfyui_models_max_parallel": int_range(1, 64),
+    "comfyui_models_connections": int_range(1, 32),
     "comfyui_models_min_free_mb": int_range(0),
     "comfyui_stop_grace_period": matches(_DURATION, "a duration like 30s or 2m"),
     "comfyui_project_name": matches(_DOCKER_NAME, "lower-case letters, digits, _, . and -"),

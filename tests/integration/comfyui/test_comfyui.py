@@ -151,7 +151,7 @@ def pack_commit(host, name, pack="ComfyUI-LTXVideo"):
 def starts_since(host, name, since):
     out = host.check_output(
         f"docker events --since {since} --until $(date +%s) --filter container={name} --filter event=start "
-        "--format '{{{{.Action}}}}'")
+        "--format '{{.Action}}'")
     return len(out.split())
 
 
