@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Write the role docs from every role's meta/argument_specs.yml (the single source of the variables' docs):
-docs/variables.md (all roles) and roles/<role>/README.md (one role, with its description and platforms from
-meta/main.yml).
+docs/variables.md (all roles an operator applies) and roles/<role>/README.md (one role, with its description and
+platforms from meta/main.yml). An internal role (its name starts with "_", e.g. _common) has no main entry point: its
+README documents the entry points the other roles include; docs/variables.md leaves it out (nobody sets its variables).
 
     scripts/gen_role_docs.py          rewrite them all
     scripts/gen_role_docs.py --check  exit 1, naming each file that is out of date (a test runs this)
@@ -41,6 +42,10 @@ def roles(root):
         yield spec_file.parents[1].name, yaml.safe_load(spec_file.read_text())["argument_specs"], meta or {}
 
 
+def internal(role):
+    return role.startswith("_")
+
+
 def entry_points(specs):
     """main first, then the others by name."""
     return sorted(specs.items(), key=lambda item: (item[0] != "main", item[0]))
@@ -63,6 +68,8 @@ def render_variables(all_roles):
     lines = ["# Role variables", "",
              "Generated from each role's `meta/argument_specs.yml` by `scripts/gen_role_docs.py`; do not edit by hand.", ""]
     for role, specs, _meta in all_roles:
+        if internal(role):
+            continue
         for entry, spec in entry_points(specs):
             title = f"## `{role}`" if entry == "main" else f"## `{role}` (entry point `{entry}`)"
             lines += [title, "", cell(spec.get("short_description", "")), ""] + table(spec.get("options")) + [""]
@@ -77,7 +84,7 @@ def render_readme(role, specs, meta):
     main = specs.get("main", {})
     if main.get("short_description"):
         lines += [" ".join(str(main["short_description"]).split()) + ".", ""]
-    for paragraph in paragraphs(main.get("description")):
+    for paragraph in paragraphs(main.get("description") or (info.get("description") if internal(role) else None)):
         lines += [paragraph, ""]
     platforms = "; ".join("%s %s" % (p["name"], ", ".join(map(str, p.get("versions", []))))
                           for p in info.get("platforms") or [])
@@ -90,7 +97,13 @@ def render_readme(role, specs, meta):
     if dependencies:
         names = [d if isinstance(d, str) else d.get("role", d.get("name")) for d in dependencies]
         lines += ["Depends on: " + ", ".join(f"`{n}`" for n in names) + ".", ""]
-    lines += ["## Example", "", "```yaml", "- hosts: all", "  roles:", f"    - role: {COLLECTION}.{role}", "```", ""]
+    if internal(role):
+        first = entry_points(specs)[0][0]
+        lines += ["## Use", "", "Only from the tasks of the collection's roles (a play that applies or includes it fails):",
+                  "", "```yaml", f"- name: Use the {first} entry point", "  ansible.builtin.include_role:",
+                  f"    name: {COLLECTION}.{role}", f"    tasks_from: {first}", "  vars: {}  # the entry point's variables, below", "```", ""]
+    else:
+        lines += ["## Example", "", "```yaml", "- hosts: all", "  roles:", f"    - role: {COLLECTION}.{role}", "```", ""]
     for entry, spec in entry_points(specs):
         if entry == "main":
             lines += ["## Variables", ""]
@@ -99,7 +112,8 @@ def render_readme(role, specs, meta):
                       + (" " + " ".join(str(spec["short_description"]).split()) + "." if spec.get("short_description")
                          else ""), ""]
         lines += (table(spec.get("options")) if spec.get("options") else ["No variables."]) + [""]
-    lines += ["The variables of every role: [docs/variables.md](../../docs/variables.md).", ""]
+    if not internal(role):
+        lines += ["The variables of every role: [docs/variables.md](../../docs/variables.md).", ""]
     return "\n".join(lines)
 
 

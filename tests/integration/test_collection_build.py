@@ -16,14 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 VERSION = yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"]
 # what a user runs from the installed collection, and the execution environment's requirements
-SHIPPED = ["roles/docker/tasks/main.yml", "roles/comfyui/templates/Dockerfile.j2", "plugins/modules/comfyui_health.py",
+SHIPPED = ["roles/docker/tasks/main.yml", "roles/_common/tasks/apt_repo.yml", "roles/comfyui/templates/Dockerfile.j2", "plugins/modules/comfyui_health.py",
            "plugins/module_utils/comfyui_api.py", "plugins/filter/nginx.py", "playbooks/site.yml",
            "playbooks/files/workflows/tiny_image.json", "meta/runtime.yml", "meta/execution-environment.yml",
            "requirements.txt", "bindep.txt", "requirements.yml", "inventories/example/hosts.yml",
            "docs/quickstart.md", "README.md", "CHANGELOG.md"]
 # run only from a checkout: tests, scenarios, the rig, the repository's tooling and settings
 NOT_SHIPPED = ["tests", "molecule", "scripts", "bench", "ee", "execution-environment.yml", "ansible-navigator.yml",
-               "inventories/local", "ansible.cfg", ".ansible-lint", ".config", "requirements-dev.txt", "pytest.ini"]
+               "inventories/local", "ansible.cfg", ".ansible-lint", ".ansible-lint-ignore", ".config", "requirements-dev.txt", "pytest.ini"]
 # a dead Galaxy: any attempt to reach it fails the install
 NO_GALAXY = {"ANSIBLE_GALAXY_SERVER": "http://127.0.0.1:9/"}
 
@@ -90,7 +90,9 @@ def test_installed_role_is_usable(installed, tmp_path):
         "- hosts: localhost\n  gather_facts: false\n  roles:\n    - comfyops.comfyui.docker\n")
     env = clean_env(tmp_path, dest)
     out = run([BIN / "ansible-playbook", "--list-tasks", str(playbook)], cwd=tmp_path, env=env)
-    assert "comfyops.comfyui.docker : Write daemon.json" in out
+    # (the daemon.json write is an include of comfyops.comfyui._common, listed by its name without a role prefix)
+    assert "comfyops.comfyui.docker : Install the Docker packages" in out and "Write daemon.json" in out
+    assert "comfyops.comfyui._common : Refuse direct use" in out
     # The argument spec travels with the role: bad input is refused from the installed copy too.
     res = subprocess.run([BIN / "ansible-playbook", "-e", "docker_install_source=snap", str(playbook)],
                          cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=300)

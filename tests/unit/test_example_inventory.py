@@ -33,7 +33,7 @@ def role_options():
     options = {}
     for spec_path in sorted(ROOT.glob("roles/*/meta/argument_specs.yml")):
         spec = yaml.safe_load(spec_path.read_text())
-        for name, option in spec["argument_specs"]["main"].get("options", {}).items():
+        for name, option in spec["argument_specs"].get("main", {}).get("options", {}).items():
             options[name] = option
     return options
 

@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = sorted(p.parents[1].name for p in ROOT.glob("roles/*/meta/argument_specs.yml"))
+ALL_ROLES = sorted(p.parents[1].name for p in ROOT.glob("roles/*/meta/argument_specs.yml"))
+# the roles an operator applies; internal ones (_common) have only tasks_from entry points
+ROLES = [role for role in ALL_ROLES if not role.startswith("_")]
 
 
 def generator():
@@ -51,7 +53,7 @@ def test_readme_documents_the_role_and_every_variable(role):
 
 def test_a_changed_spec_or_a_new_role_makes_the_docs_stale(tmp_path):
     gen = generator()
-    for role in ROLES:
+    for role in ALL_ROLES:
         shutil.copytree(ROOT / "roles" / role / "meta", tmp_path / "roles" / role / "meta")
         shutil.copy(ROOT / "roles" / role / "README.md", tmp_path / "roles" / role / "README.md")
     (tmp_path / "docs").mkdir()
@@ -74,3 +76,31 @@ def test_a_changed_spec_or_a_new_role_makes_the_docs_stale(tmp_path):
     assert ("## Entry point `repo`\n\n`tasks_from: repo`. An apt repository.\n\n| variable | type | default | "
             "description |\n|---|---|---|---|\n| `extra_url` | str |  | The `deb` URL. |\n") in extra
     assert "## `extra` (entry point `repo`)" in files[tmp_path / "docs" / "variables.md"]
+
+
+def test_the_internal_role_documents_every_entry_point_and_only_those():
+    spec = yaml.safe_load((ROOT / "roles" / "_common" / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    tasks = {p.stem for p in (ROOT / "roles" / "_common" / "tasks").glob("*.yml")}
+    # main.yml refuses direct use, guard.yml is what every entry point starts with
+    assert sorted(spec) == sorted(tasks - {"main", "guard"})
+    assert "main" not in spec
+    readme = (ROOT / "roles" / "_common" / "README.md").read_text()
+    assert "tasks_from:" in readme and "    - role: comfyops.comfyui._common" not in readme
+    for entry, entry_spec in spec.items():
+        assert "## Entry point `%s`" % entry in readme
+        assert entry_spec["short_description"].startswith("Internal.")
+        text = (ROOT / "roles" / "_common" / "tasks" / (entry + ".yml")).read_text()
+        assert text.split("\n- ", 1)[1].startswith("name: Refuse direct use\n  ansible.builtin.import_tasks: guard.yml"), entry
+        for name, option in entry_spec["options"].items():
+            assert name.startswith("_common_") and option.get("description"), name
+            assert "| `%s` |" % name in readme
+    # docs/variables.md is for operators: the internal role's parameters are not there
+    assert "_common_" not in (ROOT / "docs" / "variables.md").read_text()
+
+
+def test_the_internal_role_defaults_are_its_optional_parameters():
+    spec = yaml.safe_load((ROOT / "roles" / "_common" / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    defaults = yaml.safe_load((ROOT / "roles" / "_common" / "defaults" / "main.yml").read_text())
+    optional = {name: option["default"] for entry in spec.values() for name, option in entry["options"].items()
+                if not option.get("required")}
+    assert defaults == optional

@@ -17,7 +17,8 @@ from failure_support import run_playbook, scenario_vars, typed_as_an_operator_wo
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
 PLAYBOOK = Path(__file__).parent / "playbooks" / "role.yml"
-WATCHED = ["/etc/docker/daemon.json", "/etc/apt/sources.list.d/docker.sources"]
+KEY = "/etc/apt/keyrings/docker.asc"
+WATCHED = ["/etc/docker/daemon.json", "/etc/apt/sources.list.d/docker.sources", KEY]
 
 
 def run_role(host, extra_vars):
@@ -29,8 +30,9 @@ def fingerprint(host):
 
 
 def assert_fails_cleanly(host, extra_vars, *expected):
-    _assert_fails_cleanly(PLAYBOOK, host, fingerprint, extra_vars, expected)
+    out = _assert_fails_cleanly(PLAYBOOK, host, fingerprint, extra_vars, expected)
     assert host.service("docker").is_running
+    return out
 
 
 def test_unknown_install_source(host):
@@ -59,10 +61,21 @@ def test_missing_docker_user(host):
 def test_unreachable_repo_restores_the_source(host):
     if host.ansible.get_variables().get("docker_install_source") != "docker_repo":
         pytest.skip("Docker's repo is exercised on the Debian 12 host")
-    url = "http://comfyops-rig-repo/no-such-repo"
-    assert_fails_cleanly(host, {"docker_repo_url": url, "docker_repo_key_url": "http://comfyops-rig-repo/docker/gpg"},
-                         "Docker's apt repository is not usable", url)
-    host.run_expect([0], "apt-get update -qq")
+    # The earlier key: the rig's key with an armour header, so its bytes differ from the one the run fetches and
+    # installs (apt reads both); comfyops.comfyui._common must put the earlier one back with the earlier source.
+    host.run_expect([0], f"cp {KEY} /root/docker.asc.keep && sed -i '1a Comment: an earlier copy' {KEY}")
+    try:
+        url = "http://comfyops-rig-repo/no-such-repo"
+        out = assert_fails_cleanly(host, {"docker_repo_url": url, "docker_repo_key_url": "http://comfyops-rig-repo/docker/gpg"},
+                                   "Docker's apt repository is not usable", url, f"docker_repo_url='{url}'",
+                                   "were put back as they were")
+        # the run did replace the key (and the source), so the checksums above prove they were put back
+        for path in (KEY, "/etc/apt/sources.list.d/docker.sources"):
+            assert f"changed: [{host.backend.get_hostname()}] => (item={path})" in out, out
+        assert "Comment: an earlier copy" in host.file(KEY).content_string
+        host.run_expect([0], "apt-get update -qq")
+    finally:
+        host.run_expect([0], f"mv /root/docker.asc.keep {KEY}")
 
 
 def test_invalid_daemon_option_is_not_written(host):

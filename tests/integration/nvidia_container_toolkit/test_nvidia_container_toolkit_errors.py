@@ -81,6 +81,33 @@ def test_version_below_floor_on_converged_host(host):
     assert host.package("nvidia-container-toolkit").version == "1.18.1-1"
 
 
+def test_unreadable_repo_puts_back_the_source_key_and_pin(host):
+    if host.backend.get_hostname() != "nvidia-debian12":
+        pytest.skip("one host is enough for the rollback (comfyops.comfyui._common's, the same for every role)")
+    # The earlier key: the rig's key with an armour header (same fingerprint, other bytes), so the run replaces it
+    # with the key it fetched and must put this one back, with the earlier source and pin.
+    host.run_expect([0], f"cp {KEY} /root/nvidia.asc.keep && sed -i '1a Comment: an earlier copy' {KEY}")
+    try:
+        url = "http://comfyops-rig-repo/nope"
+        out = assert_fails_cleanly(host, {"nvidia_container_toolkit_repo_url": url,
+                                          "nvidia_container_toolkit_version": "1.18.0-1"},
+                                   "NVIDIA's apt repository is not usable", f"nvidia_container_toolkit_repo_url='{url}'",
+                                   "Nothing was installed", "were put back as they were")
+        # the run did replace them (the pin names another version), so the unchanged checksums prove the rollback
+        for path in (KEY, SOURCE, PREFS):
+            assert f"changed: [{host.backend.get_hostname()}] => (item={path})" in out, out
+        assert "Comment: an earlier copy" in host.file(KEY).content_string
+        assert "Pin: version 1.18.1-1" in host.file(PREFS).content_string
+        # later apt runs work: the restored source and key read the repository without a warning (into lists of
+        # their own, so the host's stay as they are)
+        res = host.run("mkdir -p /root/only-nvidia/lists/partial && cp %s /root/only-nvidia/ && apt-get update"
+                       " -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/root/only-nvidia"
+                       " -o Dir::State::Lists=/root/only-nvidia/lists" % SOURCE)
+        assert res.rc == 0 and "W:" not in res.stdout + res.stderr and "E:" not in res.stdout + res.stderr, res.stderr
+    finally:
+        host.run_expect([0], f"mv /root/nvidia.asc.keep {KEY} && rm -rf /root/only-nvidia")
+
+
 @pytest.fixture(scope="module")
 def fresh(host):
     """The host without the toolkit, its source, key, pin and package lists; restored by a full run afterwards."""
