@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 VERSION = yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"]
 # what a user runs from the installed collection, and the execution environment's requirements
-SHIPPED = ["roles/docker/tasks/main.yml", "roles/_common/tasks/apt_repo.yml", "roles/comfyui/templates/Dockerfile.j2", "plugins/modules/comfyui_health.py",
+SHIPPED = ["roles/docker/tasks/main.yml", "roles/_common/tasks/apt_repo.yml", "roles/comfyui/templates/Dockerfile.j2",
+           "plugins/modules/comfyui_health.py",
            "plugins/module_utils/comfyui_api.py", "plugins/filter/nginx.py", "playbooks/site.yml",
            "playbooks/files/workflows/tiny_image.json", "meta/runtime.yml", "meta/execution-environment.yml",
            "requirements.txt", "bindep.txt", "requirements.yml", "inventories/example/hosts.yml",
