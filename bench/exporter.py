@@ -8,9 +8,11 @@ Starts the ComfyUI emulator (0.28.0 with the ComfyUI-LTXVideo stand-in and COMFY
     every second, as the real command in a subprocess;
   * ComfyUI's /prompt round trip (POST a small graph, wait for its "executing: null" on the WebSocket, as clients
     do) without the exporter, and with it polling every --poll s and /metrics scraped every 1 s, in alternating
-    phases (off, on, on, off, ...); the ratio is round trips per second with / without (goal >= 0.98).
+    phases (off, on, on, off, ...) of --phase-seconds each; the ratio is round trips per second with / without
+    (goal >= 0.98). On a shared machine the latencies follow its load, so the emulator's own CPU time per round trip,
+    with and without, is printed too: it is what the exporter costs ComfyUI.
 
-Run from the repo root:  .venv/bin/python bench/exporter.py [-n 200] [--phases 8] [--poll 10] [--instances 2]
+Run from the repo root:  .venv/bin/python bench/exporter.py [--phase-seconds 5] [--phases 16] [--poll 1] [--instances 2]
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -69,16 +70,28 @@ def exporter(workdir, emulators, poll):
             if time.monotonic() > deadline:
                 raise RuntimeError("the exporter did not become ready")
             time.sleep(0.05)
+        # both instances polled and their /object_info fetched: the start-up is not part of the figures
+        while http_request(url, "GET", "/health", timeout=2).status != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the exporter did not see every instance healthy")
+            time.sleep(0.05)
         yield proc, url
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def scraper(url, stop, every=1.0):
-    """Prometheus' part: GET /metrics every second."""
-    while not stop.wait(every):
-        http_request(url, "GET", "/metrics", timeout=5)
+@contextlib.contextmanager
+def scraper(url):
+    """Prometheus' part, in a process of its own as Prometheus is: GET /metrics every second."""
+    code = ("import time, urllib.request\nwhile True:\n    time.sleep(1)\n"
+            "    urllib.request.urlopen(%r, timeout=5).read()\n" % (url + "/metrics"))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def graph():
@@ -87,12 +100,13 @@ def graph():
             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bench_exporter"}}}
 
 
-def round_trips(emu, n):
-    """Seconds per /prompt round trip (POST, then the job's end on the WebSocket), n times."""
+def round_trips(emu, seconds):
+    """Seconds per /prompt round trip (POST, then the job's end on the WebSocket), one after the other for `seconds`."""
     times = []
+    end = time.perf_counter() + seconds
     with emu.ws("bench-exporter") as ws:
         ws.recv_json()
-        for dummy in range(n):
+        while time.perf_counter() < end:
             t0 = time.perf_counter()
             answer = emu.post_json("/prompt", {"prompt": graph(), "client_id": "bench-exporter"})
             prompt_id = answer.json()["prompt_id"]
@@ -120,9 +134,10 @@ def ms(values, q=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("-n", type=int, default=200, help="round trips per phase")
-    parser.add_argument("--phases", type=int, default=8, help="phases, off and on alternating in pairs (a multiple of 4)")
-    parser.add_argument("--poll", type=float, default=10.0, help="the exporter's poll interval (s; the role's default is 10)")
+    parser.add_argument("--phase-seconds", type=float, default=5.0, help="length of a phase (a few poll intervals)")
+    parser.add_argument("--phases", type=int, default=16, help="phases, off and on alternating in pairs (a multiple of 4)")
+    parser.add_argument("--poll", type=float, default=1.0,
+                        help="the exporter's poll interval (s); the role's default is 10, 1 is ten times its load on ComfyUI")
     parser.add_argument("--instances", type=int, default=2, help="emulators the exporter watches")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle polling + scraping for the CPU figure")
     args = parser.parse_args()
@@ -133,24 +148,24 @@ def main():
                                                    custom_nodes=["ComfyUI-LTXVideo"]))
                 for i in range(args.instances)]
         object_info_mb = len(emus[0].get("/object_info").body) / 1e6
-        round_trips(emus[0], 20)  # warm-up
+        round_trips(emus[0], 1.0)  # warm-up
 
         off, on, on_cpu, on_wall = [], [], 0.0, 0.0
+        comfy_cpu = {"off": 0.0, "on": 0.0}  # the emulator's own CPU time, less noisy than latencies on a busy machine
+        comfy = emus[0].process.pid
         # off, on, on, off, off, on, ...: a drift of the machine's load hits both sides alike; each phase starts
         # from an empty history.
         for phase in range(args.phases):
             emus[0].post_json("/history", {"clear": True})
             if phase % 4 in (0, 3):
-                off += round_trips(emus[0], args.n)
+                c0 = cpu_seconds(comfy)
+                off += round_trips(emus[0], args.phase_seconds)
+                comfy_cpu["off"] += cpu_seconds(comfy) - c0
                 continue
-            with exporter(Path(tmp) / ("x%d" % phase), emus, args.poll) as (proc, url):
-                stop = threading.Event()
-                thread = threading.Thread(target=scraper, args=(url, stop), daemon=True)
-                cpu0, wall0 = cpu_seconds(proc.pid), time.perf_counter()
-                thread.start()
-                on += round_trips(emus[0], args.n)
-                stop.set()
-                thread.join()
+            with exporter(Path(tmp) / ("x%d" % phase), emus, args.poll) as (proc, url), scraper(url):
+                cpu0, wall0, c0 = cpu_seconds(proc.pid), time.perf_counter(), cpu_seconds(comfy)
+                on += round_trips(emus[0], args.phase_seconds)
+                comfy_cpu["on"] += cpu_seconds(comfy) - c0
                 on_cpu += cpu_seconds(proc.pid) - cpu0
                 on_wall += time.perf_counter() - wall0
 
@@ -159,14 +174,10 @@ def main():
             metrics = latency(url, "/metrics", 300)
             health = latency(url, "/health", 300)
             size_metrics = len(http_request(url, "GET", "/metrics").body)
-            stop = threading.Event()
-            thread = threading.Thread(target=scraper, args=(url, stop), daemon=True)
-            cpu0, wall0 = cpu_seconds(proc.pid), time.perf_counter()
-            thread.start()
-            time.sleep(args.idle)
-            stop.set()
-            thread.join()
-            idle_share = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - wall0)
+            with scraper(url):
+                cpu0, wall0 = cpu_seconds(proc.pid), time.perf_counter()
+                time.sleep(args.idle)
+                idle_share = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - wall0)
             rss = peak_rss_mb(proc.pid)
 
     rate_off, rate_on = len(off) / sum(off), len(on) / sum(on)
@@ -179,8 +190,12 @@ def main():
     print("%-44s %10.2f ms %10.2f ms" % ("/prompt round trip with the exporter", ms(on), ms(on, 0.95)))
     print("exporter CPU: %.2f %% of one core at rest, %.2f %% while jobs run; peak RSS %.1f MB"
           % (idle_share * 100, on_cpu / on_wall * 100 if on_wall else float("nan"), rss))
-    print("round trips/s without %.1f, with %.1f: ratio %.3f (goal >= 0.98); median round trip ratio %.3f; %d each"
-          % (rate_off, rate_on, rate_on / rate_off, statistics.median(off) / statistics.median(on), len(off)))
+    per_off, per_on = comfy_cpu["off"] / len(off), comfy_cpu["on"] / len(on)
+    print("ComfyUI CPU per round trip: without %.3f ms, with %.3f ms: ratio %.3f (without / with)"
+          % (per_off * 1000, per_on * 1000, per_off / per_on))
+    print("round trips/s without %.1f, with %.1f: ratio %.3f (goal >= 0.98); median round trip ratio %.3f; %d / %d round trips"
+          % (rate_off, rate_on, rate_on / rate_off, statistics.median(off) / statistics.median(on), len(off), len(on)))
+    print("load average at the end: %.2f %.2f %.2f on %d CPUs" % (os.getloadavg() + (os.cpu_count(),)))
 
 
 if __name__ == "__main__":

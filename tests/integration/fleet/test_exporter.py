@@ -60,10 +60,11 @@ def test_exporter_runs_unprivileged_and_sees_only_its_state_dir(name, instances)
     assert info["State"]["Running"] and info["State"]["Health"]["Status"] == "healthy"
     assert info["Config"]["User"] == "65534:65534"
     assert info["HostConfig"]["ReadonlyRootfs"] and info["HostConfig"]["CapDrop"] == ["ALL"]
-    assert "no-new-privileges" in info["HostConfig"]["SecurityOpt"]
+    assert info["HostConfig"]["SecurityOpt"] == ["no-new-privileges:true"]
+    assert info["Config"]["Labels"]["com.docker.compose.project"] == "comfyui-exporter"  # not the instances' project
     # no Docker socket, no data root: only its own configuration, read-only
     assert [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]] == [(STATE, "/etc/comfyops-exporter", False)]
-    assert set(info["NetworkSettings"]["Networks"]) == {"bridge", "comfyui"}
+    assert set(info["NetworkSettings"]["Networks"]) == {"comfyui-exporter_default", "comfyui"}
     config = h.file(STATE + "/config.json")
     assert (config.user, config.group, config.mode) == ("root", "root", 0o644)
     assert h.file(STATE + "/draining").is_directory and h.file(STATE + "/draining").user == "root"

@@ -162,7 +162,7 @@ class WebSocket:
             key = base64.b64encode(os.urandom(16)).decode()
             self.sock.sendall(("GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host, port, key)).encode())
-            self.buffer = b""
+            self.buffer, self.pos = b"", 0
             head = self._read_until(b"\r\n\r\n", 16384)
             if not head.startswith(b"HTTP/1.1 101"):
                 raise CheckError("/ws: %s" % head.split(b"\r\n", 1)[0].decode("latin-1")[:100])
@@ -185,19 +185,21 @@ class WebSocket:
         return head
 
     def _read(self, n, keep=True):
-        """n bytes (or, with keep=False, n bytes skipped without buffering them)."""
+        """n bytes (or, with keep=False, n bytes skipped without keeping them); self.pos walks the buffer, so a
+        batch of small frames costs no copying."""
         out = []
         while n > 0:
-            if not self.buffer:
-                self.buffer = self._recv()
-            piece, self.buffer = self.buffer[:n], self.buffer[n:]
-            n -= len(piece)
+            if self.pos >= len(self.buffer):
+                self.buffer, self.pos = self._recv(), 0
+            end = min(self.pos + n, len(self.buffer))
             if keep:
-                out.append(piece)
+                out.append(self.buffer[self.pos:end])
+            n -= end - self.pos
+            self.pos = end
         return b"".join(out)
 
     def pending(self):
-        return bool(self.buffer)
+        return self.pos < len(self.buffer)
 
     def fileno(self):
         return self.sock.fileno()
