@@ -39,8 +39,8 @@ def wait_status(url, status, timeout=90):
     """The answer of url once it has the status."""
     def answered():
         answer = get(url)
-        return answer if answer.status_code == status else None
-    return wait_for(answered, timeout, "%s to answer %d" % (url, status))
+        return (answer,) if answer.status_code == status else None  # a Response is false when not 2xx
+    return wait_for(answered, timeout, "%s to answer %d" % (url, status))[0]
 
 
 def wait_for(predicate, timeout=90, what="condition"):
@@ -210,12 +210,17 @@ def test_unusable_exporter_settings_fail_before_anything_changes():
     try:
         GPU1.run_expect([0], "for i in $(seq 50); do ss -Htln | grep -q ':9300 ' && exit 0; sleep 0.1; done; exit 1")
         before = snapshot()
-        for extra, expected in (({"comfyui_exporter_port": 8188}, "comfyui_exporter_port (8188)"),
-                                ({"comfyui_exporter_port": 9300}, "it is used by another service"),
-                                ({"comfyui_exporter_poll_interval": 0}, "comfyui_exporter_poll_interval from 1 to 300 s (is 0)")):
-            res = run_playbook(CONVERGE, GPU1, extra, options=["--tags", "comfyui"])
-            out = res.stdout + res.stderr
-            assert res.returncode != 0 and expected in out and "Traceback" not in out, out
+        # --tags comfyui: only that role (the failure is in its preflight, before anything changes)
+        for extra, expected in (({"comfyui_exporter_port": 8188, "comfyui_exporter_poll_interval": 0},
+                                 ["comfyui_exporter_poll_interval from 1 to 300 s (is 0)", "comfyui_exporter_port (8188)",
+                                  "none of the instance ports (8188)"]),
+                                ({"comfyui_exporter_port": 9300}, ["(9300)", "it is used by another service"])):
+            # the rig's index address is looked up by a play --tags skips; nothing gets that far
+            res = run_playbook(CONVERGE, GPU1, dict(extra, comfyops_rig_repo_ip="127.0.0.1"), options=["--tags", "comfyui"])
+            out = " ".join((res.stdout + res.stderr).split())
+            assert res.returncode != 0 and "Traceback" not in out, out
+            for text in expected:
+                assert text in out, (text, out)
         assert snapshot() == before
     finally:
         GPU1.run("kill %s", server)
