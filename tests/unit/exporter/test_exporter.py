@@ -3,6 +3,7 @@
 Each test runs the exporter in this process (its HTTP server on a free loopback port) with a short poll interval,
 and ComfyUI emulators as the instances it watches; answers are read over HTTP, as NGINX and Prometheus do.
 """
+import collections
 import contextlib
 import json
 import os
@@ -47,7 +48,7 @@ class Running:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "draining").mkdir(exist_ok=True)
-        self.config = dict({"poll_interval": POLL, "timeout": 2, "models_interval": 0.5}, **config)
+        self.config = dict({"poll_interval": POLL, "timeout": 2, "models_interval": 0.5, "jobs_interval": POLL}, **config)
         self.write_config()
         self.exporter = comfyops_exporter.Exporter(str(self.dir / "config.json"))
         self.exporter.reload()
@@ -383,11 +384,13 @@ class Hostile:
 
     def __init__(self):
         import http.server
+        requests = self.requests = collections.Counter()
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):
+                requests[self.path.split("?")[0] + ("?finished" if "status=completed" in self.path else "")] += 1
                 if self.path == "/system_stats":
                     body = {"system": {"comfyui_version": 'x"\\\n}', "ram_total": "lots", "ram_free": None},
                             "devices": [{"name": 'GPU "0"\n# TYPE evil gauge', "type": "cuda", "index": 0,
@@ -471,3 +474,17 @@ def test_bad_configuration_is_refused_with_the_reason(tmp_path):
     assert comfyops_exporter.normalize_required_models(
         [{"folder": "loras", "name": "a/b.safetensors"}, "checkpoints/c.safetensors", "checkpoints/c.safetensors"]) == \
         ["loras/a/b.safetensors", "checkpoints/c.safetensors"]
+
+
+def test_finished_jobs_are_asked_for_at_most_every_jobs_interval(tmp_path):
+    # That request costs ComfyUI time in proportion to its whole history. The fake has no WebSocket, so the
+    # exporter cannot know when jobs finished and would otherwise ask at every poll.
+    hostile = Hostile()
+    try:
+        with exporter(tmp_path, [inst("comfyui-gpu0", hostile.url, gpu=0)], poll_interval=0.1, jobs_interval=60) as ex:
+            wait_for(lambda: hostile.requests["/system_stats"] >= 10, what="ten polls")
+            assert hostile.requests["/api/jobs?finished"] == 1
+            assert hostile.requests["/object_info"] == 1  # once for the process, not every poll
+            assert ex.health("comfyui-gpu0")["runtime"]["up"]
+    finally:
+        hostile.server.shutdown()

@@ -46,7 +46,9 @@ SEEN_IDS = 20 * JOBS_PAGE
 FINISHED = ("completed", "failed", "cancelled")
 NOT_CHECKED = "not checked yet"
 LEVELS = ("installation", "runtime", "functional", "models")
-DEFAULTS = {"poll_interval": 10, "timeout": 5, "object_info_timeout": 60, "models_interval": 60,
+# jobs_interval: the finished jobs are asked for at most this often; ComfyUI answers that request in time
+# proportional to its whole history (up to 10000 entries, ~0.1 s), however few are asked for.
+DEFAULTS = {"poll_interval": 10, "timeout": 5, "object_info_timeout": 60, "models_interval": 60, "jobs_interval": 30,
             "ready_max_queue": 4, "expected_classes": [], "required_models": [], "instances": [], "deployed": {}}
 
 
@@ -101,7 +103,7 @@ def load_config(path):
             raise ValueError("instance %s: url must be http://host:port, got %r" % (item["name"], item.get("url")))
         instances.append({"name": item["name"], "url": item["url"].rstrip("/"), "gpu": item.get("gpu")})
     config["instances"] = instances
-    for key in ("poll_interval", "timeout", "object_info_timeout", "models_interval", "ready_max_queue"):
+    for key in ("poll_interval", "timeout", "object_info_timeout", "models_interval", "jobs_interval", "ready_max_queue"):
         if _num(config[key]) is None or config[key] < 0:
             raise ValueError("%s must be a number >= 0, got %r" % (key, config[key]))
     config["poll_interval"] = max(float(config["poll_interval"]), 0.2)
@@ -250,6 +252,7 @@ class Instance:
         self.process_ended = False  # the WebSocket to the current process closed: a restart, once it answers again
         self.jobs_dirty = True
         self.jobs_baselined = False  # the jobs that had finished before the exporter looked are known (not counted)
+        self.jobs_fetched = None
         self.seen_jobs = collections.OrderedDict()
         # state read by the HTTP side (under self.lock)
         self.up = False
@@ -347,8 +350,11 @@ class Instance:
             self.devices = [d for d in stats.get("devices") or [] if isinstance(d, dict)][:16]
             self.queue = queue
         # The slow checks do not make the instance "down" when they fail; each records its own error.
-        # Without a WebSocket there are no queue-change messages: the finished jobs are looked at every poll.
-        if self.jobs_dirty or self.ws is None:
+        # The finished jobs: after ComfyUI announced a queue change (without a WebSocket: always), at most every
+        # jobs_interval.
+        if (self.jobs_dirty or self.ws is None) and (self.jobs_fetched is None
+                                                     or now - self.jobs_fetched >= config["jobs_interval"]):
+            self.jobs_fetched = now
             self.poll_jobs(timeout)
         if self.classes is None:
             self.poll_classes(config)
