@@ -5,6 +5,9 @@
 #                               nodes, NGINX), one host that is GPU host and proxy
 #   bench/converge.sh fleet     the whole site.yml on 1 host, then on 3 hosts at once (forks >= 3): how the
 #                               converge time grows with the fleet
+#   bench/converge.sh fleet-build   3 hosts at once, first converge with comfyui_image_distribution build_each,
+#                               then (fresh hosts) build_once through a registry on the first host: the ratio
+# The hosts run what inventories/local deploys: the real ComfyUI + LTX-2 nodes on the rig's CPU torch image.
 # Needs scripts/setup.sh to have run. The hosts are removed afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,15 +42,27 @@ make_hosts() {
   ansible-playbook -i "$inv" molecule/resources/prepare.yml >/dev/null
   if [ "$what" != docker ]; then
     # The site run needs the rig's base image and git repos on the host (not timed: not part of a deploy).
-    ansible-playbook -i "$inv" -e @inventories/local/group_vars/all.yml molecule/resources/prepare_comfyui_host.yml >/dev/null
+    ansible-playbook -i "$inv" -e @inventories/local/group_vars/all.yml -e rig_comfyui=upstream "${extra[@]}" \
+      molecule/resources/prepare_comfyui_host.yml >/dev/null
+  fi
+  if [ "$what" = fleet-build ]; then
+    # a registry on the first host for build_once (Debian's package, auth off: test only)
+    ansible -i "$inv" comfyops-bench-0 -m ansible.builtin.shell -a "DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+      docker-registry >/dev/null && sed -i '/^auth:/,/^[a-z]/{/^auth:/d;/^  /d}' /etc/docker/registry/config.yml \
+      && systemctl restart docker-registry && sleep 2" >/dev/null
   fi
 }
+extra=()
+if [ "$what" = fleet-build ]; then
+  extra=(-e '{"docker_daemon_options": {"insecure-registries": ["comfyops-bench-0:5000"]}}')
+fi
 
 args=()
 [ "$what" != docker ] || args=(--tags docker)
 timed() {  # seconds of one site.yml run over the inventory
   local s; s=$(date +%s%N)
-  ansible-playbook -i "$inv" --forks 10 -e @inventories/local/group_vars/all.yml playbooks/site.yml "${args[@]}" >/dev/null
+  ansible-playbook -i "$inv" --forks 10 -e @inventories/local/group_vars/all.yml "${extra[@]}" "$@" playbooks/site.yml \
+    "${args[@]}" >/dev/null
   python3 -c 'import sys; print(f"{(int(sys.argv[2]) - int(sys.argv[1])) / 1e9:.1f}")' "$s" "$(date +%s%N)"
 }
 
@@ -69,5 +84,14 @@ case $what in
     echo "fleet (Debian 13 rig hosts, $(nproc) cores): first converge 1 host $one s, 3 hosts $three s" \
       "(3 hosts/1 host $(python3 -c "print(round($three / $one, 2))")x), 3-host re-run $rerun s"
     ;;
-  *) echo "usage: $0 docker|site|fleet" >&2; exit 2 ;;
+  fleet-build)
+    make_hosts 3
+    each=$(timed -e comfyui_image_distribution=build_each)
+    remove_hosts
+    make_hosts 3
+    once=$(timed -e comfyui_image_distribution=build_once -e comfyui_registry=comfyops-bench-0:5000/comfyops)
+    echo "fleet-build (3 Debian 13 rig hosts, $(nproc) cores): first converge build_each $each s," \
+      "build_once $once s (build_once/build_each $(python3 -c "print(round($once / $each, 2))")x)"
+    ;;
+  *) echo "usage: $0 docker|site|fleet|fleet-build" >&2; exit 2 ;;
 esac

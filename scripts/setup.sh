@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in python3 git debootstrap apt-ftparchive gpg dpkg-scanpackages busybox shellcheck chromium; do
+for cmd in python3 git debootstrap apt-ftparchive gpg dpkg-scanpackages busybox shellcheck chromium promtool; do
   command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(venv)
@@ -14,6 +14,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv git debootstrap apt-utils \
     gnupg dpkg-dev busybox-static ca-certificates shellcheck chromium >/dev/null
+  # promtool (the exporter's metrics and alert rules are checked with it); its service stays off
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
 
 stamp=.venv/.requirements.sha256

@@ -27,8 +27,8 @@ for s in "${scenarios[@]}"; do commands["molecule $s"]="molecule test -s $s"; do
 if [ $# -gt 0 ]; then
   lanes=("lint|pytest|sanity$(printf '|molecule %s' "${scenarios[@]}")")
 else
-  lanes=("lint|pytest|sanity|molecule docker|molecule nvidia_container_toolkit|molecule ee"
-         "molecule upstream"
+  lanes=("lint|pytest|sanity|molecule docker|molecule ee"
+         "molecule upstream|molecule nvidia_container_toolkit"
          "$(printf 'molecule %s|' "${scenarios[@]}" | tr '|' '\n' \
             | grep -vxE 'molecule (upstream|docker|nvidia_container_toolkit|ee)' | paste -sd'|')")
 fi
