@@ -74,7 +74,7 @@ def test_a_folder_linked_out_of_the_models_dir_is_refused(host, model_server):
     before = snapshot(host)
     try:
         rc, result = module(host, "comfyui_model", dict(models_dir=DATA + "/models", url=model_server["url"],
-                                                         folder="loras/evil", sha256=model_server["sha256"]))
+                                                        folder="loras/evil", sha256=model_server["sha256"]))
         assert rc != 0 and "loras/evil" in json.dumps(result), result
         assert snapshot(host) == before
         assert not host.file("/etc/h.safetensors").exists
