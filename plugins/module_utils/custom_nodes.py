@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from urllib.parse import unquote
 
+from ansible_collections.comfyops.comfyui.plugins.module_utils.atomic_files import write_atomic
 from ansible_collections.comfyops.comfyui.plugins.module_utils.locks import FileLock, LockTimeout
 
 _STATE_FORMAT = 2
@@ -338,20 +339,6 @@ def _read_plain(path, what):
     return data
 
 
-def _write_atomic(directory, name, data):
-    """Write directory/name through a mkstemp file beside it, 0644, renamed into place."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)
-            f.write(data)
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _existing_sha256(path):
     try:
         data = _read_plain(path, "requirements copy")
@@ -412,7 +399,7 @@ class PackStore:
             state = self._merge(current, resolved, last, dropped)
             if state != current:
                 data = json.dumps(dict(state, format=_STATE_FORMAT), indent=2, sort_keys=True) + "\n"
-                _write_atomic(self.store, _STATE_FILE, data.encode("utf-8"))
+                write_atomic(os.path.join(self.store, _STATE_FILE), data)
 
     @staticmethod
     def _key(pack):
@@ -497,7 +484,7 @@ class PackStore:
             if changes:
                 os.makedirs(self.requirements_dir, mode=0o755, exist_ok=True)
             for name in sorted(changes):
-                _write_atomic(self.requirements_dir, name, wanted[name])
+                write_atomic(os.path.join(self.requirements_dir, name), wanted[name])
             for name in sorted(stale):
                 os.unlink(os.path.join(self.requirements_dir, name))
         return changes | stale

@@ -15,9 +15,10 @@ import datetime
 import fcntl
 import json
 import os
-import tempfile
 import threading
 import time
+
+from ansible_collections.comfyops.comfyui.plugins.module_utils.atomic_files import write_atomic
 
 CACHE_VERSION = 2
 
@@ -28,36 +29,8 @@ def now_iso():
 
 def atomic_write_json(path, data, mode=0o644):
     """Write JSON to path through a temporary file in the same directory (mkstemp), fchmod and a rename."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            os.fchmod(f.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_text(path, text, mode=0o644):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            os.fchmod(f.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True), mode)
 
 
 def _read_json(path):
@@ -292,7 +265,7 @@ class StatusFile:
             try:
                 atomic_write_json(self.path, self.data)
                 text = "".join(progress_line(rel, e) + "\n" for rel, e in sorted(self.data["files"].items()))
-                atomic_write_text(self.text_path, "%s%s\n" % (text, "finished" if self.data["finished"] else
+                write_atomic(self.text_path, "%s%s\n" % (text, "finished" if self.data["finished"] else
                                                               "updated " + self.data["updated_at"]))
             except OSError:
                 pass  # progress reporting must never break a download

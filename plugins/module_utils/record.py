@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
+from ansible_collections.comfyops.comfyui.plugins.module_utils.atomic_files import write_atomic
 from ansible_collections.comfyops.comfyui.plugins.module_utils.instances import record_problem
 
 FORMAT = 2
@@ -139,18 +139,8 @@ def read(path):
 
 def write(path, record):
     """Atomically replace the record (a temporary file in the same directory, then rename)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".comfyops.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    write_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def merge(record, section, content, now=None):

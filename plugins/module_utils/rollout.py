@@ -27,6 +27,7 @@ import os
 import tempfile
 import time
 
+from ansible_collections.comfyops.comfyui.plugins.module_utils.atomic_files import write_atomic
 from ansible_collections.comfyops.comfyui.plugins.module_utils.comfyui_api import (
     ComfyUIClient,
     ComfyUIError,
@@ -72,14 +73,6 @@ def _sha256_file(path):
             return hashlib.sha256(f.read()).hexdigest()
     except FileNotFoundError:
         return None
-
-
-def _write_atomic(path, content, mode=0o600):
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(content)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------- docker
@@ -336,7 +329,7 @@ class Rollout:
     def _write_journal(self, **data):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         data.update(format=JOURNAL_FORMAT)
-        _write_atomic(self.journal_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        write_atomic(self.journal_path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=0o600)
 
     def _read_journal(self):
         try:
@@ -475,9 +468,9 @@ class Rollout:
     def commit(self):
         if os.path.exists(self.live_file):
             with open(self.live_file, "r", encoding="utf-8") as f:
-                _write_atomic(self.previous_file, f.read(), mode=0o644)
+                write_atomic(self.previous_file, f.read(), mode=0o644)
         with open(self.candidate_file, "r", encoding="utf-8") as f:
-            _write_atomic(self.live_file, f.read(), mode=0o644)
+            write_atomic(self.live_file, f.read(), mode=0o644)
         if os.path.exists(self.journal_path):
             os.unlink(self.journal_path)
 
@@ -583,7 +576,7 @@ class Rollout:
         if self.p.get("restart"):
             self.restart(self.p["restart"])
             return
-        _write_atomic(self.candidate_file, self.p["candidate_content"], mode=0o644)
+        write_atomic(self.candidate_file, self.p["candidate_content"], mode=0o644)
         switch, canary, others = self.plan()
         retired = self._retired()
         if not switch and retired:
