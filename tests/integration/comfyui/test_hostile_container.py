@@ -87,9 +87,13 @@ def test_a_model_changed_in_place_is_hashed_again_and_repaired(host, model_serve
     rc, result = module(host, "comfyui_model", args)
     assert rc == 0 and result["models"][0]["verified"], result
     path = DATA + "/models/checkpoints/h.safetensors"
-    # same size, mtime put back: only the ctime (which no container can set) tells
-    assert inside(host, "f=/opt/comfyui/models/checkpoints/h.safetensors; t=$(stat -c %Y $f); "
-                        "printf 'tampered' | dd of=$f bs=1 seek=1000 conv=notrunc 2>/dev/null; touch -d @$t $f").rc == 0
+    f = "/opt/comfyui/models/checkpoints/h.safetensors"
+    # the module's file is not the container's to write in place ...
+    assert inside(host, "printf x | dd of=%s bs=1 seek=1000 conv=notrunc" % f).rc != 0
+    # ... but its folder is (ComfyUI-Manager saves models there): a tampered copy of the same size with the mtime put
+    # back, renamed over it; only the inode and ctime (which no container can set) tell
+    assert inside(host, "f=%s; t=$(stat -c %%Y $f); cp $f $f.new && printf tampered | dd of=$f.new bs=1 seek=1000 "
+                        "conv=notrunc 2>/dev/null && touch -d @$t $f.new && mv -f $f.new $f" % f).rc == 0
     assert host.check_output("sha256sum %s", path).split()[0] != model_server["sha256"]
     rc, result = module(host, "comfyui_model", args)
     entry = result["models"][0] if rc == 0 else result
