@@ -216,7 +216,9 @@ def test_unusable_exporter_settings_fail_before_anything_changes():
                                   "none of the instance ports (8188)"]),
                                 ({"comfyui_exporter_port": 9300}, ["(9300)", "it is used by another service"])):
             # the rig's index address is looked up by a play --tags skips; nothing gets that far
-            res = run_playbook(CONVERGE, GPU1, dict(extra, comfyops_rig_repo_ip="127.0.0.1"), options=["--tags", "comfyui"])
+            # build_each: the scenario builds once on fleet-gpu0, which a run limited to this host does not have
+            res = run_playbook(CONVERGE, GPU1, dict(extra, comfyops_rig_repo_ip="127.0.0.1",
+                                                    comfyui_image_distribution="build_each"), options=["--tags", "comfyui"])
             out = " ".join((res.stdout + res.stderr).split())
             assert res.returncode != 0 and "Traceback" not in out, out
             for text in expected:
