@@ -265,7 +265,7 @@ class StatusFile:
             try:
                 atomic_write_json(self.path, self.data)
                 text = "".join(progress_line(rel, e) + "\n" for rel, e in sorted(self.data["files"].items()))
-                write_atomic(self.text_path, "%s%s\n" % (text, "finished" if self.data["finished"] else
-                                                              "updated " + self.data["updated_at"]))
+                last = "finished" if self.data["finished"] else "updated " + self.data["updated_at"]
+                write_atomic(self.text_path, "%s%s\n" % (text, last))
             except OSError:
                 pass  # progress reporting must never break a download
