@@ -15,6 +15,8 @@ export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_HOME="$PWD/.ansible"
 what=${1:-docker}
 inv=$(mktemp --suffix=.yml)
 hosts_json=
+log=${COMFYOPS_BENCH_LOG:-/tmp/comfyops-bench-converge.log}  # the runs' output
+: >"$log"
 trap 'remove_hosts; rm -f "$inv"' EXIT
 
 remove_hosts() {
@@ -47,9 +49,11 @@ make_hosts() {
   fi
   if [ "$what" = fleet-build ]; then
     # a registry on the first host for build_once (Debian's package, auth off: test only)
+    # (as molecule/fleet/prepare.yml), then wait until it answers
     ansible -i "$inv" comfyops-bench-0 -m ansible.builtin.shell -a "DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
       docker-registry >/dev/null && sed -i '/^auth:/,/^[a-z]/{/^auth:/d;/^  /d}' /etc/docker/registry/config.yml \
-      && systemctl restart docker-registry && sleep 2" >/dev/null
+      && systemctl restart docker-registry && for i in \$(seq 100); do curl -sf http://127.0.0.1:5000/v2/ >/dev/null \
+      && exit 0; sleep 0.2; done; exit 1" >>"$log" 2>&1
   fi
 }
 extra=()
@@ -59,10 +63,10 @@ fi
 
 args=()
 [ "$what" != docker ] || args=(--tags docker)
-timed() {  # seconds of one site.yml run over the inventory
+timed() {  # seconds of one site.yml run over the inventory (its output in $log, its tail on failure)
   local s; s=$(date +%s%N)
   ansible-playbook -i "$inv" --forks 10 -e @inventories/local/group_vars/all.yml "${extra[@]}" "$@" playbooks/site.yml \
-    "${args[@]}" >/dev/null
+    "${args[@]}" >>"$log" 2>&1 || { tail -n 40 "$log" >&2; echo "site.yml failed; whole output: $log" >&2; return 1; }
   python3 -c 'import sys; print(f"{(int(sys.argv[2]) - int(sys.argv[1])) / 1e9:.1f}")' "$s" "$(date +%s%N)"
 }
 
@@ -87,6 +91,7 @@ case $what in
   fleet-build)
     make_hosts 3
     each=$(timed -e comfyui_image_distribution=build_each)
+    echo "build_each: $each s" >&2
     remove_hosts
     make_hosts 3
     once=$(timed -e comfyui_image_distribution=build_once -e comfyui_registry=comfyops-bench-0:5000/comfyops)
