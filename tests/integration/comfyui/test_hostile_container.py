@@ -95,6 +95,12 @@ def test_a_model_changed_in_place_is_hashed_again_and_repaired(host, model_serve
     assert inside(host, "f=%s; t=$(stat -c %%Y $f); cp $f $f.new && printf tampered | dd of=$f.new bs=1 seek=1000 "
                         "conv=notrunc 2>/dev/null && touch -d @$t $f.new && mv -f $f.new $f" % f).rc == 0
     assert host.check_output("sha256sum %s", path).split()[0] != model_server["sha256"]
+    # and a forged cache entry for the tampered file where earlier versions kept the cache (models/.comfyops)
+    forged = json.dumps({"version": 1, "files": {"checkpoints/h.safetensors": dict(
+        size=host.file(path).size, mtime_ns=int(host.file(path).mtime.timestamp()) * 10 ** 9,
+        sha256=model_server["sha256"])}})
+    assert inside(host, "mkdir -p /opt/comfyui/models/.comfyops && printf '%%s' '%s' "
+                        "> /opt/comfyui/models/.comfyops/sha256_cache.json" % forged).rc == 0
     rc, result = module(host, "comfyui_model", args)
     entry = result["models"][0] if rc == 0 else result
     # not believed from the cache: read again, found wrong, downloaded again and verified
@@ -118,3 +124,53 @@ def test_a_model_folder_replaced_by_a_link_fails_the_role_and_is_not_followed(ho
     res = run_playbook(CONVERGE, host)
     assert res.returncode == 0, res.stdout + res.stderr
     assert host.file(DATA + "/models/vae").is_directory and not host.file(DATA + "/models/vae").is_symlink
+
+
+def test_the_hash_cache_and_download_state_are_out_of_the_containers_reach(host):
+    # what the module trusts (hash cache, partials, locks) lives in data_root/.comfyops; the only part of it a
+    # container sees is the pack store, read-only
+    mounts = json.loads(host.check_output("docker inspect -f '{{json .Mounts}}' comfyui-cpu0"))
+    writable = sorted(m["Source"] for m in mounts if m["RW"])
+    assert writable == [DATA + "/" + d for d in ("input", "instances/comfyui-cpu0/user", "models", "output")], mounts
+    assert all(m["Source"].startswith(DATA + "/.comfyops/packs/") for m in mounts
+               if not m["RW"] and m["Destination"].startswith("/opt/comfyui/custom_nodes/")), mounts
+    cache = DATA + "/.comfyops/models/sha256_cache.json"
+    assert host.file(cache).exists  # written by the model tests above
+    for path in (DATA + "/.comfyops", DATA + "/.comfyops/models", cache):
+        assert host.file(path).user == "root" and not host.file(path).mode & 0o022, path
+
+
+@pytest.mark.parametrize("trap", ["a partial linked to /etc/shadow", "a FIFO as the partial"])
+def test_a_partial_planted_by_the_container_is_never_used(host, model_server, trap):
+    # earlier versions kept <file>.partial beside the file, where a container can plant one
+    name = "/opt/comfyui/models/checkpoints/h2.safetensors"
+    plant = "ln -sfn /etc/shadow %s.partial" % name if "linked" in trap else "mkfifo %s.partial" % name
+    assert inside(host, plant).rc == 0
+    before = snapshot(host)
+    try:
+        rc, result = module(host, "comfyui_model", dict(models_dir=DATA + "/models", url=model_server["url"],
+                                                        folder="checkpoints", filename="h2.safetensors",
+                                                        sha256=model_server["sha256"]))
+        assert rc == 0, result
+        r = result["models"][0]
+        assert (r["action"], r["resumed_from"], r["verified"]) == ("downloaded", 0, True), r
+        assert snapshot(host) == before  # /etc/shadow not appended to, not chmod-ed
+        path = DATA + "/models/checkpoints/h2.safetensors"
+        assert host.file(path).is_file and not host.file(path).is_symlink
+        assert host.run("test -L {0}.partial || test -p {0}.partial".format(path)).rc != 0  # the planted one is gone
+        assert host.check_output("sha256sum %s", path).split()[0] == model_server["sha256"]
+    finally:
+        inside(host, "rm -f %s %s.partial" % (name, name))
+
+
+def test_a_fifo_planted_at_a_model_name_fails_the_module_without_hanging(host, model_server):
+    name = "/opt/comfyui/models/checkpoints/h3.safetensors"
+    assert inside(host, "mkfifo %s" % name).rc == 0
+    try:
+        rc, result = module(host, "comfyui_model", dict(models_dir=DATA + "/models", url=model_server["url"],
+                                                        folder="checkpoints", filename="h3.safetensors",
+                                                        sha256=model_server["sha256"]))
+        assert rc != 0 and "checkpoints/h3.safetensors is a FIFO, not a regular file" in json.dumps(result), result
+        assert host.file(DATA + "/models/checkpoints/h3.safetensors").is_pipe
+    finally:
+        inside(host, "rm -f %s" % name)
