@@ -509,9 +509,10 @@ class Downloader:
 
     @staticmethod
     def _remove_stale_beside(dfd, name):
-        """A <file>.partial left next to the file by an earlier version: ours to remove (a link is removed itself)."""
+        """A <file>.partial next to the file, left by an earlier version or planted (a link, a FIFO): the name is the
+        module's (no model may end in .partial), so whatever is there goes; unlink removes a link itself."""
         st = lstat_at(dfd, name + ".partial")
-        if st is not None and (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             unlink_at(dfd, name + ".partial")
 
     @staticmethod

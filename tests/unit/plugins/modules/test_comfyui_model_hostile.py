@@ -104,12 +104,16 @@ def test_symlink_as_dest_is_removed_itself_on_absent(run_module, tmp_path, outsi
     assert not os.path.lexists(folder / "m.safetensors") and snapshot(outside) == before
 
 
-def test_planted_partial_next_to_the_file_is_never_used(run_module, tmp_path, srv, outside):
-    # Earlier versions kept <file>.partial next to the file; a container plants a link there.
+@pytest.mark.parametrize("trap", ["symlink", "fifo"])
+def test_planted_partial_next_to_the_file_is_never_used(run_module, tmp_path, srv, outside, trap):
+    # Earlier versions kept <file>.partial next to the file; a container plants a link or a FIFO there.
     before = snapshot(outside)
     folder = tmp_path / "models/checkpoints"
     folder.mkdir(parents=True)
-    os.symlink(outside / "shadow", folder / "m.safetensors.partial")
+    if trap == "symlink":
+        os.symlink(outside / "shadow", folder / "m.safetensors.partial")
+    else:
+        os.mkfifo(folder / "m.safetensors.partial")
     failed, result = run(run_module, tmp_path, models=[entry(srv)])
     assert not failed, result
     r = result["models"][0]
