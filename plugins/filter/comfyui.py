@@ -103,15 +103,25 @@ def _own_dir(value):
     return None
 
 
-def _no_userinfo(value):
-    if not isinstance(value, str) or CONTROL.search(value):
-        return "must be a single-line string"
-    parts = urlsplit(value)
-    # a token may be the user name alone (https://ghp_x@github.com/...); ssh://git@host is a login, not a secret
-    if parts.password is not None or (parts.scheme in ("http", "https") and parts.username is not None):
-        return ("carries credentials in the URL: use a credential helper or a netrc file in root's home on the hosts "
-                "instead, so they never appear in output, files or the image")
-    return None
+# where credentials go instead of the URL, by who uses it
+_GIT_CREDENTIALS = ("use a credential helper or a netrc file in root's home on the hosts instead (git runs there as "
+                    "root), so they never appear in output, files or the image")
+_PIP_CREDENTIALS = ("pip runs inside docker build, where no host file reaches it: let the index admit the hosts "
+                    "without credentials (by address), or build where it does and ship the image "
+                    "(comfyui_image_source: pull, or comfyui_image_distribution: build_once)")
+_REGISTRY_CREDENTIALS = "log the hosts in to the registry instead (docker login as root)"
+
+
+def _no_userinfo(advice):
+    def check(value):
+        if not isinstance(value, str) or CONTROL.search(value):
+            return "must be a single-line string"
+        parts = urlsplit(value)
+        # a token may be the user name alone (https://ghp_x@github.com/...); ssh://git@host is a login, not a secret
+        if parts.password is not None or (parts.scheme in ("http", "https") and parts.username is not None):
+            return "carries credentials in the URL: " + advice
+        return None
+    return check
 
 
 def _env(value):
@@ -172,11 +182,11 @@ _CHECKS = {
     "comfyui_env": _env,
     "comfyui_extra_args": each(lambda v: plain(str(v), forbid="")),
     "comfyui_extra_volumes": each(_volume),
-    "comfyui_pip_extra_args": each(_no_userinfo),
-    "comfyui_source_repo": _no_userinfo,
-    "comfyui_ltxvideo_repo": _no_userinfo,
-    "comfyui_torch_index_url": _no_userinfo,
-    "comfyui_registry": _no_userinfo,
+    "comfyui_pip_extra_args": each(_no_userinfo(_PIP_CREDENTIALS)),
+    "comfyui_source_repo": _no_userinfo(_GIT_CREDENTIALS),
+    "comfyui_ltxvideo_repo": _no_userinfo(_GIT_CREDENTIALS),
+    "comfyui_torch_index_url": _no_userinfo(_PIP_CREDENTIALS),
+    "comfyui_registry": _no_userinfo(_REGISTRY_CREDENTIALS),
 }
 
 
