@@ -49,6 +49,12 @@ def module(host, name, args):
         return res.returncode, {"output": out + res.stderr}
 
 
+def model_args(model_server, **extra):
+    """comfyui_model's arguments for the served file in models/checkpoints of the scenario's data root."""
+    return {"models_dir": DATA + "/models", "url": model_server["url"], "folder": "checkpoints",
+            "sha256": model_server["sha256"], **extra}
+
+
 @pytest.fixture(scope="module")
 def model_server(host):
     host.check_output("mkdir -p /root/hostile-src && head -c 2000000 /dev/urandom > /root/hostile-src/h.safetensors")
@@ -73,8 +79,7 @@ def test_a_folder_linked_out_of_the_models_dir_is_refused(host, model_server):
     assert inside(host, "mkdir -p /opt/comfyui/models/loras && ln -sfn /etc /opt/comfyui/models/loras/evil").rc == 0
     before = snapshot(host)
     try:
-        rc, result = module(host, "comfyui_model", dict(models_dir=DATA + "/models", url=model_server["url"],
-                                                        folder="loras/evil", sha256=model_server["sha256"]))
+        rc, result = module(host, "comfyui_model", model_args(model_server, folder="loras/evil"))
         assert rc != 0 and "loras/evil" in json.dumps(result), result
         assert snapshot(host) == before
         assert not host.file("/etc/h.safetensors").exists
@@ -83,7 +88,7 @@ def test_a_folder_linked_out_of_the_models_dir_is_refused(host, model_server):
 
 
 def test_a_model_changed_in_place_is_hashed_again_and_repaired(host, model_server):
-    args = dict(models_dir=DATA + "/models", url=model_server["url"], folder="checkpoints", sha256=model_server["sha256"])
+    args = model_args(model_server)
     rc, result = module(host, "comfyui_model", args)
     assert rc == 0 and result["models"][0]["verified"], result
     path = DATA + "/models/checkpoints/h.safetensors"
@@ -148,9 +153,7 @@ def test_a_partial_planted_by_the_container_is_never_used(host, model_server, tr
     assert inside(host, plant).rc == 0
     before = snapshot(host)
     try:
-        rc, result = module(host, "comfyui_model", dict(models_dir=DATA + "/models", url=model_server["url"],
-                                                        folder="checkpoints", filename="h2.safetensors",
-                                                        sha256=model_server["sha256"]))
+        rc, result = module(host, "comfyui_model", model_args(model_server, filename="h2.safetensors"))
         assert rc == 0, result
         r = result["models"][0]
         assert (r["action"], r["resumed_from"], r["verified"]) == ("downloaded", 0, True), r
@@ -167,9 +170,7 @@ def test_a_fifo_planted_at_a_model_name_fails_the_module_without_hanging(host, m
     name = "/opt/comfyui/models/checkpoints/h3.safetensors"
     assert inside(host, "mkfifo %s" % name).rc == 0
     try:
-        rc, result = module(host, "comfyui_model", dict(models_dir=DATA + "/models", url=model_server["url"],
-                                                        folder="checkpoints", filename="h3.safetensors",
-                                                        sha256=model_server["sha256"]))
+        rc, result = module(host, "comfyui_model", model_args(model_server, filename="h3.safetensors"))
         assert rc != 0 and "checkpoints/h3.safetensors is a FIFO, not a regular file" in json.dumps(result), result
         assert host.file(DATA + "/models/checkpoints/h3.safetensors").is_pipe
     finally:
