@@ -106,9 +106,8 @@ def _own_dir(value):
 # where credentials go instead of the URL, by who uses it
 _GIT_CREDENTIALS = ("use a credential helper or a netrc file in root's home on the hosts instead (git runs there as "
                     "root), so they never appear in output, files or the image")
-_PIP_CREDENTIALS = ("pip runs inside docker build, where no host file reaches it: let the index admit the hosts "
-                    "without credentials (by address), or build where it does and ship the image "
-                    "(comfyui_image_source: pull, or comfyui_image_distribution: build_once)")
+_PIP_CREDENTIALS = ("give them in comfyui_pip_index_credentials (host, username, password) instead: pip gets them "
+                    "as a build secret, never in argv, output or the image")
 _REGISTRY_CREDENTIALS = "log the hosts in to the registry instead (docker login as root)"
 
 
@@ -122,6 +121,32 @@ def _no_userinfo(advice):
             return "carries credentials in the URL: " + advice
         return None
     return check
+
+
+_NETRC_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+# what a netrc token cannot hold (the parsers of the Pythons in build images differ on quoting)
+_NETRC_TOKEN = re.compile(r"^[^\s\"'\\#]+\Z")
+
+
+def _pip_credentials(value):
+    """The entries of the netrc pip reads in the build; a message never shows a value (a password is one)."""
+    if not isinstance(value, list):
+        return "must be a list of {host, username, password}"
+    hosts = set()
+    for n, entry in enumerate(value, 1):
+        if not isinstance(entry, dict) or set(entry) != {"host", "username", "password"}:
+            return "entry %d must have exactly the keys host, username and password" % n
+        host = entry["host"]
+        if not isinstance(host, str) or not _NETRC_HOST.match(host):
+            return "entry %d: host must be the index's host name or IPv4 address as in its URL (no scheme, port or path)" % n
+        if host in hosts:
+            return "entry %d: %s has an entry already (pip uses one login per host)" % (n, host)
+        hosts.add(host)
+        for key in ("username", "password"):
+            if not isinstance(entry[key], str) or not _NETRC_TOKEN.match(entry[key]):
+                return ("entry %d: %s must be a non-empty string without spaces, quotes, \\ or # (a netrc cannot "
+                        "hold them)" % (n, key))
+    return None
 
 
 def _env(value):
@@ -183,6 +208,7 @@ _CHECKS = {
     "comfyui_extra_args": each(lambda v: plain(str(v), forbid="")),
     "comfyui_extra_volumes": each(_volume),
     "comfyui_pip_extra_args": each(_no_userinfo(_PIP_CREDENTIALS)),
+    "comfyui_pip_index_credentials": _pip_credentials,
     "comfyui_source_repo": _no_userinfo(_GIT_CREDENTIALS),
     "comfyui_ltxvideo_repo": _no_userinfo(_GIT_CREDENTIALS),
     "comfyui_torch_index_url": _no_userinfo(_PIP_CREDENTIALS),

@@ -17,7 +17,9 @@ GOOD = {"comfyui_data_root": "/srv/comfyui", "comfyui_project_dir": "/opt/comfyo
         "comfyui_extra_volumes": ["/srv/loras:/opt/comfyui/models/loras/extra:ro"],
         "comfyui_pip_extra_args": ["--extra-index-url", "https://pypi.internal/simple"],
         "comfyui_source_repo": "ssh://git@git.internal/ComfyUI.git", "comfyui_stop_grace_period": "2m",
-        "comfyui_image_name": "registry.internal/comfyops/comfyui", "comfyui_registry": "registry.internal:5000/x"}
+        "comfyui_image_name": "registry.internal/comfyops/comfyui", "comfyui_registry": "registry.internal:5000/x",
+        "comfyui_pip_index_credentials": [{"host": "pypi.internal", "username": "ci", "password": "t0k$en!%@&"},
+                                          {"host": "10.0.0.5", "username": "ci", "password": "x"}]}
 
 
 def test_good_settings_have_no_problems():
@@ -36,8 +38,18 @@ def test_good_settings_have_no_problems():
     ("comfyui_extra_volumes", ["/a:/b:rx"], "must be /host/path:/container/path[:ro]"),
     ("comfyui_extra_args", ["--a\n--b"], "must not contain control characters"),
     ("comfyui_registry", "https://u:p@r.internal", "carries credentials in the URL: log the hosts in to the registry"),
-    ("comfyui_torch_index_url", "https://u:p@pypi.internal/simple", "pip runs inside docker build, where no host file"),
-    ("comfyui_pip_extra_args", ["https://tok@pypi.internal/simple"], "let the index admit the hosts without credentials"),
+    ("comfyui_torch_index_url", "https://u:p@pypi.internal/simple", "give them in comfyui_pip_index_credentials"),
+    ("comfyui_pip_extra_args", ["https://tok@pypi.internal/simple"], "pip gets them as a build secret"),
+    ("comfyui_pip_index_credentials", {"host": "x", "username": "u", "password": "p"}, "must be a list of {host,"),
+    ("comfyui_pip_index_credentials", [{"host": "x", "username": "u"}], "entry 1 must have exactly the keys host,"),
+    ("comfyui_pip_index_credentials", [{"host": "https://x/simple", "username": "u", "password": "p"}],
+     "entry 1: host must be the index's host name"),
+    ("comfyui_pip_index_credentials", [{"host": "x:8080", "username": "u", "password": "p"}], "(no scheme, port or path)"),
+    ("comfyui_pip_index_credentials", [{"host": "x", "username": "u", "password": "p"},
+                                       {"host": "x", "username": "v", "password": "q"}], "entry 2: x has an entry already"),
+    ("comfyui_pip_index_credentials", [{"host": "x", "username": "", "password": "p"}], "entry 1: username must be a non-empty"),
+    ("comfyui_pip_index_credentials", [{"host": "x", "username": "u", "password": 1234}], "password must be a non-empty string"),
+    ("comfyui_pip_index_credentials", [{"host": "x", "username": "u", "password": "a b"}], "without spaces, quotes, \\ or #"),
     ("comfyui_source_repo", "https://u:p@git.internal/ComfyUI.git", "use a credential helper or a netrc file in root's"),
     ("comfyui_torch_index_url", 5, "must be a single-line string"),
     ("comfyui_image_name", "Comfy/UI", "must be an image repository"),
@@ -53,6 +65,14 @@ def test_credentials_never_appear_in_a_problem():
     problems = comfyui_settings_problems({"comfyui_pip_extra_args": ["https://ci:tok3n@x/simple"],
                                          "comfyui_source_repo": "ftp://u:tok3n@x/y"})
     assert problems and all("tok3n" not in p for p in problems), problems
+
+
+@pytest.mark.parametrize("password", ["tok3n #1", 'tok3n"', "tok3n\\", "tok3n\n", "#tok3n", "tok3n'"])
+def test_a_login_the_netrc_cannot_hold_is_refused_without_showing_it(password):
+    problems = comfyui_settings_problems(
+        {"comfyui_pip_index_credentials": [{"host": "pypi.internal", "username": "ci", "password": password}]})
+    assert len(problems) == 1 and "password must be a non-empty string" in problems[0], problems
+    assert "tok3n" not in problems[0]
 
 
 def test_comfyui_list_and_the_filter_table():
