@@ -1,17 +1,14 @@
 """The rig's repository server: /srv over HTTP as http.server serves it, and the same tree again under /private/
 behind basic auth, so the tests have a package index that needs credentials (the comfyui scenario's pip).
-The credentials are the rig's, known to the tests: RIG_PRIVATE_USER / RIG_PRIVATE_PASSWORD (defaults below).
+The login below is the rig's; molecule/comfyui/molecule.yml gives pip the same one.
 """
 import base64
 import functools
 import hmac
 import http.server
-import os
 import sys
 
-USER = os.environ.get("RIG_PRIVATE_USER", "comfyops-rig")
-PASSWORD = os.environ.get("RIG_PRIVATE_PASSWORD", "pip-sentinel-5e2b")
-EXPECTED = "Basic " + base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()
+EXPECTED = "Basic " + base64.b64encode(b"comfyops-rig:pip-sentinel-5e2b").decode()
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
