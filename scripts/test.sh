@@ -64,6 +64,17 @@ if [ ${#failed[@]} -gt 0 ]; then
     echo "--- last 150 lines of lane $i (${lanes[$i]}); whole log: $logs/lane$i.log"
     tail -n 150 "$logs/lane$i.log"
   done
+  # last, so that a short tail of the output still names what failed (pytest's and molecule's summary lines)
+  echo "--- what failed"
+  for i in "${failed[@]}"; do
+    # pytest's short summary (molecule wraps its lines: joined again) and Ansible's task errors
+    sed -E 's/\x1b\[[0-9;]*m//g; s/^ *│ //' "$logs/lane$i.log" \
+      | awk '/short test summary info/ {on = 1; next} on && /^=+ .*(failed|passed|error)/ {on = 0; print line; line = ""}
+             on && /^ *=+ *$/ {next}
+             on && /^  / {sub(/^ +/, ""); line = line (line ~ /^(FAILED|ERROR)$/ ? " " : "") $0; next}
+             on {if (line != "") print line; line = $0; next}
+             /\[ERROR\]: Task failed/ {print substr($0, 1, 300)}' | tail -n 30
+  done
   echo "FAILED: lane(s) ${failed[*]}"
   exit 1
 fi

@@ -16,7 +16,8 @@ one stays in place until the candidate is proven:
 
 A journal written before the first switch lets the next run finish the job after a crash: it brings every
 instance back to what compose.yml says, verifies it, and says what it repaired. A host lock keeps two runs
-apart. Commands run through an injected ``run(argv) -> (rc, out, err)`` so tests can use fakes.
+apart, and the commands a run starts hold it too (see run_to_the_end). Commands run through an injected
+``run(argv) -> (rc, out, err)`` so tests can use fakes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import tempfile
 import time
 
@@ -73,6 +75,23 @@ def _sha256_file(path):
             return hashlib.sha256(f.read()).hexdigest()
     except FileNotFoundError:
         return None
+
+
+def run_to_the_end(argv, keep_fds=()):
+    """(rc, stdout, stderr) of argv, run so that a killed module cannot cut it short. A pipe whose reader died
+    kills docker's Go binaries at their next write, which halfway through a recreate leaves the new container
+    created and never started: so the output goes to unlinked files, and the command gets a session of its own
+    (no terminal signals). It inherits keep_fds (the host lock), which the kernel then holds until it exits too,
+    so the next run waits for the command to finish before it looks at the containers."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            rc = subprocess.call(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                 pass_fds=tuple(keep_fds), start_new_session=True)
+        except OSError as e:
+            return 127, "", "cannot run %s: %s" % (argv[0], e)
+        out.seek(0)
+        err.seek(0)
+        return rc, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------------------------------------------- docker
@@ -180,9 +199,11 @@ class Instance:
 
 
 class Rollout:
-    def __init__(self, params, run, check_mode=False, clock=time.monotonic, wall_clock=time.time,
+    def __init__(self, params, run=None, check_mode=False, clock=time.monotonic, wall_clock=time.time,
                  sleep=time.sleep):
         self.p = params
+        self.lock = None
+        run = run or self._run_holding_the_lock
         self.check_mode = check_mode
         self.clock = clock
         self.wall_clock = wall_clock
@@ -206,6 +227,9 @@ class Rollout:
         self.live = None
 
     # -- helpers
+
+    def _run_holding_the_lock(self, argv):
+        return run_to_the_end(argv, [self.lock.fd] if self.lock and self.lock.fd is not None else [])
 
     def _client(self, url):
         return ComfyUIClient.from_params(self.p, url)
@@ -550,9 +574,9 @@ class Rollout:
                 self.candidate_file = os.path.join(tmp, "compose.candidate.yml")
                 return self._run_locked()
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        lock = FileLock(os.path.join(self.state_dir, "lock"), "comfyui_rollout of %s" % self.p["project_name"],
-                        timeout=self.p.get("lock_timeout", 600))
-        with lock:
+        self.lock = FileLock(os.path.join(self.state_dir, "lock"), "comfyui_rollout of %s" % self.p["project_name"],
+                             timeout=self.p.get("lock_timeout", 600))
+        with self.lock:
             return self._run_locked()
 
     def _run_locked(self):

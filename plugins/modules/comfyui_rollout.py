@@ -20,7 +20,9 @@ description:
     others keep serving. If one fails, every switched instance is recreated from the live file and verified
     again, and the module fails saying what is live. Otherwise the candidate becomes the live file.
   - A journal in O(state_dir) written before the first switch lets the next run repair an interrupted one (every
-    instance back to the live file, verified); a lock in O(state_dir) keeps two runs apart.
+    instance back to the live file, verified); a lock in O(state_dir) keeps two runs apart. The docker commands
+    the module starts hold that lock too and finish their step even if the module is killed, so the next run
+    waits for them rather than finding a container half recreated.
   - With O(restart) the named instances are drained, restarted and verified one at a time, with no new set.
 version_added: "0.2.0"
 author:
@@ -340,7 +342,7 @@ def main():
     problem = _problems(module.params)
     if problem:
         module.fail_json(msg="comfyui_rollout: " + problem)
-    rollout = Rollout(module.params, module.run_command, check_mode=module.check_mode)
+    rollout = Rollout(module.params, check_mode=module.check_mode)
     try:
         result = rollout.run()
     except RolloutError as e:

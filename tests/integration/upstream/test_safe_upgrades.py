@@ -201,6 +201,10 @@ def test_a_run_killed_in_the_middle_of_a_switch_is_repaired_by_the_next(host):
         run.kill()
         run.wait()
     assert host.file(JOURNAL).exists  # the killed run left its journal
+    # the docker command it was in finished its step, holding the host lock until then (cut short, compose would
+    # leave the new container created and never started)
+    host.check_output("flock --wait 300 /var/lib/comfyops/comfyui/lock true")
+    assert host.check_output("docker inspect -f '{{.State.Status}}' comfyui-cpu0") == "running"
     rc, out = playbook("upgrade", "-e", sleep_pack("v1"))
     assert rc == 0, out
     text = flat(out)

@@ -4,14 +4,19 @@ The real thing runs in the upstream molecule scenario."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from ansible_collections.comfyops.comfyui.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.comfyops.comfyui.plugins.module_utils.rollout import Rollout, RolloutError
+from ansible_collections.comfyops.comfyui.plugins.module_utils import rollout as rollout_utils
+from ansible_collections.comfyops.comfyui.plugins.module_utils.rollout import Rollout, RolloutError, run_to_the_end
 
 LTX = ["LTXVBaseSampler", "LTXFloatToInt"]
 IMPORT_ERROR = ("Cannot import /opt/comfyui/custom_nodes/ComfyUI-LTXVideo module for custom nodes: cannot import "
@@ -354,7 +359,7 @@ def test_a_second_run_waits_for_the_lock_then_says_who_holds_it(rig):
 def test_a_run_that_waits_in_vain_for_the_lock_still_says_what_is_live(rig, run_module, monkeypatch):
     from ansible_collections.comfyops.comfyui.plugins.modules import comfyui_rollout
     rig.deploy(compose_text("comfyops/comfyui:v28"))
-    monkeypatch.setattr(comfyui_rollout.AnsibleModule, "run_command", lambda self, argv, **kw: rig.docker(argv))
+    monkeypatch.setattr(rollout_utils, "run_to_the_end", lambda argv, keep_fds=(): rig.docker(argv))
     params = rig.params(compose_text("comfyops/comfyui:v28b"), lock_timeout=0.2)
     with FileLock(str(rig.state / "lock"), "another run"):
         failed, result = run_module(comfyui_rollout.main, params)
@@ -383,10 +388,71 @@ def test_bad_input_fails_before_anything_runs(rig, run_module, over, text):
 def test_the_module_reports_a_switch(rig, run_module, monkeypatch):
     from ansible_collections.comfyops.comfyui.plugins.modules import comfyui_rollout
     rig.docker.add_image("comfyops/comfyui:v28")
-    monkeypatch.setattr(comfyui_rollout.AnsibleModule, "run_command", lambda self, argv, **kw: rig.docker(argv))
+    held = []  # per docker command: whether it would inherit the host lock
+
+    def run(argv, keep_fds=()):
+        held.append((argv[1], bool(keep_fds) and all(_holds_the_lock(fd, rig.state / "lock") for fd in keep_fds)))
+        return rig.docker(argv)
+    monkeypatch.setattr(rollout_utils, "run_to_the_end", run)
     failed, result = run_module(comfyui_rollout.main, rig.params(compose_text("comfyops/comfyui:v28")))
     assert not failed and result["changed"] and result["verified"] and result["live"]["image"] == "comfyops/comfyui:v28"
+    # every docker command got the host lock passed on (the module ran them all while holding it)
+    assert len(held) > 3 and all(h for _c, h in held), held
     rig.docker.add_image("comfyops/comfyui:broken-v29")
     broken = compose_text("comfyops/comfyui:broken-v29", packs=("b",))
     failed, result = run_module(comfyui_rollout.main, rig.params(broken))
     assert failed and "failed on the canary" in result["msg"] and result["live"]["image"] == "comfyops/comfyui:v28"
+
+
+# -- run_to_the_end: the runner the module uses for its docker commands
+
+def _holds_the_lock(fd, path):
+    """Whether fd is the open lock file at path (the one whose flock the module holds)."""
+    return os.path.samefile("/proc/self/fd/%d" % fd, path)
+
+
+def test_run_to_the_end_gives_rc_and_both_outputs():
+    assert run_to_the_end(["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
+    rc, out, err = run_to_the_end(["/nonexistent/docker", "ps"])
+    assert (rc, out) == (127, "") and err.startswith("cannot run /nonexistent/docker:")
+
+
+KILLED_RUN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.comfyops.comfyui.plugins.module_utils.locks import FileLock
+from ansible_collections.comfyops.comfyui.plugins.module_utils.rollout import run_to_the_end
+lock = FileLock(sys.argv[2], "the killed run").acquire()
+run_to_the_end(["sh", "-c", sys.argv[3]], [lock.fd])
+"""
+
+
+def test_a_command_outlives_its_killed_module_holding_the_lock_and_finishes(tmp_path):
+    # a command that writes after its module died: on a pipe (run_command) it would die of SIGPIPE right there,
+    # as docker compose does halfway through a recreate
+    script = ("echo $$ > started; while [ ! -e go ]; do sleep 0.05; done; "
+              "echo output after the kill; echo the rest of the step; touch finished")
+    lock = tmp_path / "lock"
+    collections = Path(rollout_utils.__file__).parents[5]  # .../ansible_collections/comfyops/comfyui/plugins/module_utils
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(collections), str(lock), script],
+                              cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists() or not (tmp_path / "started").read_text().strip():
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        child = int((tmp_path / "started").read_text())
+        parent.kill()
+        parent.wait()
+        with pytest.raises(LockTimeout, match="held by the killed run"):
+            FileLock(str(lock), "the next run", timeout=0).acquire()  # the command still holds the host
+        (tmp_path / "go").touch()
+        FileLock(str(lock), "the next run", timeout=20).acquire().release()  # free once the command is done
+        assert (tmp_path / "finished").exists()
+        deadline = time.monotonic() + 10
+        while Path("/proc/%d" % child).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        (tmp_path / "go").touch()
+        parent.kill()
+        parent.wait()
